@@ -1,0 +1,37 @@
+# The README's two commands: `make demo` (set up + main job) and `make test` (set up + tests).
+# Each creates .venv if missing and installs the project into it (torch pinned to the CPU wheel
+# in requirements.txt; see README for CUDA).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Main job settings: `make demo DATASET=mnist DATA_DIR=../shared/data/mnist`
+DATASET ?= svhn
+DATA_DIR ?=
+PRESET ?= fast
+RUN ?= runs/$(PRESET)-$(DATASET)
+TRAIN_FLAGS ?=
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/svhn-vae train --preset $(PRESET) --dataset $(DATASET) $(DATA_FLAG) --run-dir $(RUN) --resume $(TRAIN_FLAGS)
+	$(BIN)/svhn-vae evaluate $(RUN) $(DATA_FLAG)
+	$(BIN)/svhn-vae report $(RUN) $(DATA_FLAG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

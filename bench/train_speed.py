@@ -1,0 +1,54 @@
+"""Training throughput (images/s of one epoch) of a preset on SVHN-shaped synthetic images.
+
+The images are random smooth uint8 pictures of 32x32x3 (SVHN's shape), so no dataset is needed;
+PCA fitting and code computation happen before the timed epoch, as in real training. The figure
+is the ``images_per_s`` the training loop itself logs in ``metrics.jsonl``.
+
+Run:  .venv/bin/python bench/train_speed.py --preset fast [--n 73257] [--epochs 1] [--device auto]
+Prints one JSON line at the end: preset, n, device, parameters, images_per_s, seconds_per_epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from svhn_vae.config import PRESETS, get_preset
+from svhn_vae.train import TrainData, train
+from svhn_vae.vae import count_parameters
+
+
+def smooth_images(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 32, 32, 3) uint8: low-frequency random patterns (upsampled 4x4 noise), SVHN-like statistics."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.uniform(0, 255, size=(n, 3, 4, 4)).astype(np.float32))
+    fine = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    return fine.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="fast", choices=list(PRESETS))
+    parser.add_argument("--n", type=int, default=73_257, help="training images (SVHN train: 73,257)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    cfg = get_preset(args.preset)
+    cfg = cfg.replace("train", epochs=args.epochs, device=args.device, early_stopping="none", sample_every=0)
+    if cfg.model.input == "pixels":  # the MNIST preset: same 28x28x1 shape as MNIST
+        images = smooth_images(args.n)[:, 2:30, 2:30, :1]
+    else:
+        images = smooth_images(args.n)
+    result = train(cfg, data=TrainData(images))
+    last = result.history[-1]
+    print(json.dumps({"preset": args.preset, "n": args.n, "device": str(next(result.model.parameters()).device),
+                      "threads": torch.get_num_threads(), "parameters": count_parameters(result.model),
+                      "images_per_s": round(last["images_per_s"], 1), "seconds_per_epoch": round(last["seconds"], 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``svhn-vae``: a thin command line over the library.
+
+Every user mistake ends as one line on stderr and exit status 2; an interrupted run exits 130 and
+can be resumed. Training flags are generated from the config dataclasses, so each setting of a
+preset can be overridden flag by flag (``svhn-vae train --help`` lists them with their docs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, get_preset
+from svhn_vae.errors import UserError
+
+log = logging.getLogger("svhn_vae")
+
+# Modules that add sub-commands through ``add_commands(subparsers)``.
+COMMAND_MODULES = ("svhn_vae.cli_figures", "svhn_vae.cli_evaluate")
+
+# --- config flags, generated from the dataclasses --------------------------------------------------
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each dataclass field (its docstring), read from the source."""
+    tree = ast.parse(inspect.getsource(cls))
+    body, docs = tree.body[0].body, {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 2048,2048, got '{text}'") from None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int, "float": float, "str": str, "str | None": str, "tuple[int, ...]": _int_tuple,
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field (``--latent-dim``, ``--no-whiten``, ...), default None = keep preset."""
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings (override the preset)")
+        docs = _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            flag, help_text = "--" + f.name.replace("_", "-"), docs.get(f.name, "")
+            if f.type == "bool":
+                group.add_argument(flag, dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
+                                   default=None, help=help_text)
+            else:
+                group.add_argument(flag, dest=f"{section}.{f.name}", type=_PARSERS[f.type], default=None,
+                                   metavar=f.name.upper(), help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    """The preset (or ``base``) with every flag the user gave applied on top."""
+    config = base if base is not None else get_preset(args.preset)
+    for section in SECTIONS:
+        changes = {k.split(".", 1)[1]: v for k, v in vars(args).items()
+                   if k.startswith(section + ".") and v is not None}
+        if changes:
+            config = config.replace(section, **changes)
+    return config
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    from svhn_vae.data import get_dataset
+    from svhn_vae.vae import VAE, count_parameters
+
+    print(f"{'preset':<16} {'dataset':<14} {'input':<10} {'likelihood':<18} {'trainable params':>17}")
+    for name in PRESETS:
+        cfg = get_preset(name)
+        shape = get_dataset(cfg.data.dataset).image_shape
+        pixels = shape[0] * shape[1] * shape[2]
+        data_dim = cfg.pca.components if cfg.model.input == "pca" else pixels
+        n = count_parameters(VAE(cfg.model, data_dim=data_dim, image_shape=shape))
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        inp = f"pca{cfg.pca.components}" if cfg.model.input == "pca" else "pixels"
+        print(f"{name:<16} {cfg.data.dataset:<14} {inp:<10} {cfg.model.likelihood:<18} "
+              f"{n:>13,} ({n / 1e6:.2f}M){marker}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from svhn_vae import checkpoint
+    from svhn_vae.train import train
+
+    base = None
+    if args.resume and (args.run_dir / checkpoint.CONFIG_FILE).exists():
+        base = checkpoint.load_run_config(args.run_dir)
+    config = config_from_args(args, base)
+    result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    last = result.history[-1] if result.history else {}
+    summary = {"run_dir": str(args.run_dir), "epochs": len(result.history), "stopped_early": result.stopped_early,
+               **{k: last[k] for k in ("loss", "rec", "kl", "val_loss", "images_per_s") if k in last}}
+    print(json.dumps(summary))
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from svhn_vae import data
+
+    splits = [args.split] if args.split else list(data.get_dataset(args.dataset).splits)
+    if args.action == "download":
+        for split in splits:
+            data.download_split(args.dataset, split, data_dir=args.data_dir, progress=not args.no_progress)
+        print(f"{args.dataset}: downloaded {', '.join(splits)}")
+    elif args.action == "verify":
+        for split in splits:
+            data.verify_split(args.dataset, split, data_dir=args.data_dir)
+        print(f"{args.dataset}: {', '.join(splits)} verified")
+    else:
+        print(json.dumps(data.info(args.dataset, data_dir=args.data_dir), indent=2, default=str))
+
+
+def cmd_pca_fit(args: argparse.Namespace) -> None:
+    from svhn_vae.data import load_split
+    from svhn_vae.pca import PCA
+    from svhn_vae.representation import PIXEL_MAX, iter_rows
+
+    images = load_split(args.dataset, args.split, data_dir=args.data_dir).images
+    pca = PCA(args.components, whiten=args.whiten)
+    pca.fit_batches(rows / PIXEL_MAX for rows in iter_rows(images, 4096))
+    pca.save(args.out)
+    ratio = pca.explained_variance_ratio_
+    print(json.dumps({"components": pca.n_components_, "explained_variance": float(ratio.sum()),
+                      "noise_variance": pca.noise_variance_, "first_10": [round(float(r), 5) for r in ratio[:10]],
+                      "out": str(args.out)}))
+
+
+# --- parser ------------------------------------------------------------------------------------------
+
+
+def _add_data_args(p: argparse.ArgumentParser, *, split: bool = True) -> None:
+    from pathlib import Path
+
+    p.add_argument("--dataset", required=True, help="svhn, mnist or fashion-mnist")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with the files (default: $SVHN_VAE_DATA or the user cache)")
+    if split:
+        p.add_argument("--split", default=None, help="one split (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="svhn-vae", description="Variational autoencoders on SVHN, MNIST and Fashion-MNIST.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="download, verify or describe a dataset")
+    p.add_argument("action", choices=("download", "verify", "info"))
+    _add_data_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data)
+
+    pca = sub.add_parser("pca", help="fit a PCA basis").add_subparsers(dest="pca_command", required=True, metavar="ACTION")
+    p = pca.add_parser("fit", help="fit PCA on a split's pixels/255 and save it as .npz")
+    _add_data_args(p, split=False)
+    p.add_argument("--split", default="train", help="split to fit on (default: train)")
+    p.add_argument("--components", type=int, required=True, help="number of components K")
+    p.add_argument("--whiten", action="store_true", help="scale codes to unit variance")
+    p.add_argument("--out", type=Path, required=True, help="output .npz file")
+    p.set_defaults(func=cmd_pca_fit)
+
+    p = sub.add_parser("presets", help="list the presets and their parameter counts")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("train", help="train a VAE into a run folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="starting configuration")
+    p.add_argument("--run-dir", type=Path, required=True, help="folder for config, metrics, checkpoints, figures")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"svhn-vae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("svhn-vae: interrupted; a training run continues with 'svhn-vae train --run-dir DIR --resume'",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Typed configuration: data, PCA, model and training settings, and the named presets.
+
+Every default lives here. Each dataclass validates itself in ``__post_init__`` and names the bad
+field in its error, so a misspelt or out-of-range setting fails at once instead of silently doing
+nothing. Presets are plain data: a dict of small factories returning a full :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from svhn_vae.errors import UserError
+
+LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-relu-eps", "gaussian-logvar", "gaussian-shared")
+INPUTS = ("pca", "pixels")
+ARCHITECTURES = ("dense", "conv")
+EARLY_STOPPING = ("train", "val", "none")
+
+
+def _check(ok: bool, section: str, name: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config {section}.{name}: {message}")
+
+
+@dataclass
+class DataConfig:
+    """Which images to train on."""
+
+    dataset: str = "svhn"
+    """Dataset name: svhn, mnist or fashion-mnist."""
+    data_dir: str | None = None
+    """Folder with the dataset files; None: $SVHN_VAE_DATA, else the per-user cache."""
+    train_split: str = "train"
+    """Training split; several may be joined with '+', e.g. 'train+extra' for SVHN."""
+    test_split: str = "test"
+    """Held-out split used for figures and evaluation."""
+    limit: int = 0
+    """Use only the first N training images (0: all); for quick trials and tests."""
+    val_fraction: float = 0.0
+    """Fraction of the training split held out for validation (0: none)."""
+    download: bool = True
+    """Download missing files (never happens in tests)."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.val_fraction < 0.5, "data", "val_fraction", "must be in [0, 0.5)")
+        _check(self.limit >= 0, "data", "limit", "must be >= 0")
+
+
+@dataclass
+class PCAConfig:
+    """The write-up's "PCA trick": the VAE models the top principal components of pixels/255."""
+
+    components: int = 500
+    """Number of principal components K kept."""
+    whiten: bool = False
+    """Scale codes to unit variance (the write-up did not)."""
+
+    def __post_init__(self) -> None:
+        _check(self.components > 0, "pca", "components", "must be a positive integer")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the VAE and its output likelihood."""
+
+    input: str = "pca"
+    """What the VAE models: 'pca' codes or raw 'pixels' scaled to [0, 1]."""
+    architecture: str = "dense"
+    """'dense' blocks (Linear -> BatchNorm -> ReLU -> Dropout) or 'conv' (pixels only)."""
+    latent_dim: int = 64
+    """Number of latent dimensions."""
+    encoder_shared: tuple[int, ...] = (1024, 512)
+    """Widths of the encoder blocks shared by the mean and log-variance branches."""
+    encoder_branch: tuple[int, ...] = ()
+    """Widths of the separate blocks of each branch (mean, log-variance) after the shared trunk."""
+    decoder: tuple[int, ...] = (512, 1024)
+    """Widths of the decoder blocks."""
+    conv_channels: tuple[int, ...] = (32, 64, 128)
+    """Channels of the stride-2 convolutions of the 'conv' architecture."""
+    dropout: float = 0.1
+    """Dropout probability in every dense block."""
+    input_batchnorm: bool = True
+    """BatchNorm on the encoder's input (the write-up normalised its PCA codes this way)."""
+    likelihood: str = "gaussian-relu-eps"
+    """Output distribution: one of LIKELIHOODS."""
+    eps: float = 0.01
+    """gaussian-relu-eps: variance = ReLU(v) + eps."""
+    variance_head: tuple[int, ...] = ()
+    """gaussian-relu-eps: widths of dense blocks before the variance output (write-up: (500,))."""
+    frozen_variance_head: bool = False
+    """Leave the variance head untrained, as the write-up's published code effectively did."""
+    fixed_variance: float = 0.01
+    """gaussian-fixed: the constant output variance."""
+    logvar_min: float = -9.0
+    """gaussian-logvar: soft floor of the output log-variance (None-like: use -inf to disable)."""
+    binarize: bool = True
+    """bernoulli: dynamically binarize training inputs (x ~ Bernoulli(pixel))."""
+
+    def __post_init__(self) -> None:
+        self.encoder_shared, self.encoder_branch = tuple(self.encoder_shared), tuple(self.encoder_branch)
+        self.decoder, self.variance_head = tuple(self.decoder), tuple(self.variance_head)
+        self.conv_channels = tuple(self.conv_channels)
+        _check(self.input in INPUTS, "model", "input", f"must be one of {INPUTS}")
+        _check(self.architecture in ARCHITECTURES, "model", "architecture", f"must be one of {ARCHITECTURES}")
+        _check(self.likelihood in LIKELIHOODS, "model", "likelihood", f"must be one of {LIKELIHOODS}")
+        _check(self.latent_dim > 0, "model", "latent_dim", "must be positive")
+        _check(0.0 <= self.dropout < 1.0, "model", "dropout", "must be in [0, 1)")
+        _check(self.eps > 0, "model", "eps", "must be positive")
+        _check(self.fixed_variance > 0, "model", "fixed_variance", "must be positive")
+        widths = self.encoder_shared + self.encoder_branch + self.decoder + self.variance_head
+        _check(all(w > 0 for w in widths), "model", "encoder_shared/decoder", "widths must be positive")
+        _check(
+            self.architecture == "dense" or self.input == "pixels",
+            "model", "architecture", "'conv' needs input 'pixels' (PCA codes have no image layout)",
+        )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, early stopping and the NaN guard."""
+
+    epochs: int = 30
+    """Maximum number of epochs."""
+    batch_size: int = 256
+    """Examples per Adam step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    early_stopping: str = "train"
+    """Quantity watched for early stopping: 'train' loss (the write-up), 'val' loss, or 'none'."""
+    patience: int = 10
+    """Epochs without an improvement of more than min_delta before stopping."""
+    min_delta: float = 0.1
+    """Smallest decrease of the watched loss (nats per example) that counts as an improvement."""
+    kl_warmup_epochs: int = 0
+    """Linearly raise the KL weight from 0 to 1 over this many epochs (0: no warm-up)."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    nan_lr_factor: float = 0.5
+    """On a NaN/Inf loss, restore the last good state and multiply the learning rate by this."""
+    nan_retries: int = 3
+    """How many times to recover from a NaN before stopping with an error."""
+    seed: int = 0
+    """Seed of every random choice (initialisation, batches, noise)."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
+    sample_every: int = 5
+    """Write a sample grid into the run folder every this many epochs (0: never)."""
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, "train", "epochs", "must be positive")
+        _check(self.batch_size > 0, "train", "batch_size", "must be positive")
+        _check(self.lr > 0, "train", "lr", "must be positive")
+        _check(self.early_stopping in EARLY_STOPPING, "train", "early_stopping", f"must be one of {EARLY_STOPPING}")
+        _check(self.patience > 0, "train", "patience", "must be positive")
+        _check(0 < self.nan_lr_factor < 1, "train", "nan_lr_factor", "must be in (0, 1)")
+        _check(self.nan_retries >= 0, "train", "nan_retries", "must be >= 0")
+        _check(self.sample_every >= 0, "train", "sample_every", "must be >= 0")
+
+
+@dataclass
+class Config:
+    """Everything a run needs; stored as ``config.json`` in the run folder and in checkpoints."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.model.likelihood == "bernoulli":
+            _check(self.model.input == "pixels", "model", "likelihood", "'bernoulli' needs input 'pixels' in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they would be silently ignored)."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(sections)
+        if unknown:
+            raise UserError(f"config has unknown keys {sorted(unknown)}; was it written by a newer svhn-vae?")
+        kwargs: dict[str, Any] = {"preset": d.get("preset", "custom")}
+        for name, section_cls in SECTIONS.items():
+            kwargs[name] = _section_from_dict(section_cls, d.get(name, {}), name)
+        return cls(**kwargs)
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some fields of one section changed (validated again)."""
+        new_section = dataclasses.replace(getattr(self, section), **changes)
+        return dataclasses.replace(self, **{section: new_section})
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "pca": PCAConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _section_from_dict(section_cls: type, values: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise UserError(f"config section '{name}' has unknown keys {sorted(unknown)}")
+    return section_cls(**values)
+
+
+# --- presets -------------------------------------------------------------------------------------
+
+def _blog_2017() -> Config:
+    """The write-up's final SVHN model (see README: 48,489,020 trainable parameters)."""
+    return Config(
+        preset="blog-2017",
+        data=DataConfig(dataset="svhn"),
+        pca=PCAConfig(components=500, whiten=False),
+        model=ModelConfig(
+            input="pca", latent_dim=512, input_batchnorm=True,
+            encoder_shared=(2048,) * 3, encoder_branch=(2048,) * 2, decoder=(2048,) * 5,
+            dropout=0.2, likelihood="gaussian-relu-eps", eps=0.01, variance_head=(500,),
+        ),
+        train=TrainConfig(
+            epochs=2000, batch_size=1000, lr=1e-4, early_stopping="train", min_delta=0.1, patience=100,
+            sample_every=50,
+        ),
+    )
+
+
+def _fast() -> Config:
+    """A small PCA model that gives recognisable SVHN samples after minutes on a 2-core CPU."""
+    return Config(
+        preset="fast",
+        data=DataConfig(dataset="svhn"),
+        pca=PCAConfig(components=300, whiten=False),
+        model=ModelConfig(
+            input="pca", latent_dim=64, encoder_shared=(1024, 512), decoder=(512, 1024),
+            dropout=0.1, likelihood="gaussian-relu-eps", eps=0.01,
+        ),
+        train=TrainConfig(epochs=30, batch_size=256, lr=1e-3, patience=5, min_delta=0.1),
+    )
+
+
+def _mnist_bernoulli() -> Config:
+    """Pixels with a Bernoulli output on dynamically binarized MNIST."""
+    return Config(
+        preset="mnist-bernoulli",
+        data=DataConfig(dataset="mnist"),
+        model=ModelConfig(
+            input="pixels", latent_dim=50, encoder_shared=(512, 512), decoder=(512, 512),
+            dropout=0.0, input_batchnorm=False, likelihood="bernoulli", binarize=True,
+        ),
+        train=TrainConfig(epochs=100, batch_size=128, lr=1e-3, patience=10, min_delta=0.1),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "fast": _fast,
+    "blog-2017": _blog_2017,
+    "mnist-bernoulli": _mnist_bernoulli,
+}
+DEFAULT_PRESET = "fast"
+
+
+def get_preset(name: str) -> Config:
+    """A fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,113 @@
+"""The public way in: load a split as arrays, and describe what is on disk.
+
+Loading does not check md5s (the SVHN extra split is 1.3 GB); verification is explicit, with
+``verify_split`` or ``info``. Every dataset comes back the same way: uint8 NHWC images and int64
+labels in 0..9.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svhn_vae.data.download import check_split, download_split
+from svhn_vae.data.mat_cache import load_mat_cached
+from svhn_vae.data.paths import locate_split, resolve_data_dir
+from svhn_vae.data.readers import read_idx_split
+from svhn_vae.data.registry import DatasetInfo, SplitInfo, get_dataset
+from svhn_vae.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset, as arrays."""
+
+    images: np.ndarray
+    """uint8 (N, H, W, C); a read-only memmap for SVHN."""
+    labels: np.ndarray
+    """int64 (N,), digits/classes 0..9 (SVHN's label 10 is already mapped to 0)."""
+    dataset: str
+    split: str
+
+    def __len__(self) -> int:
+        """Number of examples N."""
+        return len(self.labels)
+
+
+def load_split(
+    dataset: str, split: str, *, data_dir: str | Path | None = None, download: bool = False
+) -> Split:
+    """Load ``dataset``/``split`` from ``data_dir`` (see ``resolve_data_dir``).
+
+    Missing files are downloaded if ``download``, else a UserError says which file is missing
+    where and how to get it. md5s are not checked here (use ``verify_split``).
+    """
+    info = get_dataset(dataset)
+    split_info = info.split(split)
+    paths = _split_paths(info, split_info, data_dir, download=download)
+    if info.file_format == "mat":
+        images, labels = load_mat_cached(paths[0])
+    else:
+        images, labels = read_idx_split(paths[0], paths[1], info.image_shape)
+    if len(labels) != split_info.num_examples:
+        logger.warning(
+            "%s/%s has %d examples, the official files have %d",
+            dataset, split, len(labels), split_info.num_examples,
+        )
+    return Split(images, labels, dataset, split)
+
+
+def _split_paths(
+    info: DatasetInfo, split: SplitInfo, data_dir: str | Path | None, *, download: bool
+) -> list[Path]:
+    """Paths of the split's files, downloading the missing ones if ``download``."""
+    try:
+        return locate_split(info, split, data_dir)
+    except UserError:
+        if not download:
+            raise
+    return download_split(info.name, split.name, data_dir=data_dir)
+
+
+def info(dataset: str, *, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Describe ``dataset`` and what is on disk, verifying the md5 of every file found.
+
+    Returns ``{"dataset", "data_dir", "image_shape", "splits": {split: {"num_examples",
+    "present", "verified", "files": [{"name", "path", "status", "expected_md5",
+    "actual_md5", "description"}]}}}``; ``num_examples`` is the official count.
+    """
+    meta = get_dataset(dataset)
+    return {
+        "dataset": meta.name,
+        "data_dir": str(resolve_data_dir(dataset, data_dir)),
+        "image_shape": meta.image_shape,
+        "splits": {split.name: _split_info(meta, split, data_dir) for split in meta.splits.values()},
+    }
+
+
+def _split_info(meta: DatasetInfo, split: SplitInfo, data_dir: str | Path | None) -> dict[str, Any]:
+    """The per-split part of ``info``."""
+    checks = check_split(meta.name, split.name, data_dir=data_dir)
+    files = [
+        {
+            "name": check.name,
+            "path": None if check.path is None else str(check.path),
+            "status": check.status,
+            "expected_md5": check.expected_md5,
+            "actual_md5": check.actual_md5,
+            "description": check.describe(),
+        }
+        for check in checks
+    ]
+    return {
+        "num_examples": split.num_examples,
+        "present": all(check.path is not None for check in checks),
+        "verified": all(check.ok for check in checks),
+        "files": files,
+    }

@@ -1,0 +1,135 @@
+"""Encoders and decoders: dense blocks (the write-up's recipe) and a small convolutional variant.
+
+All networks take and return flat rows (B, D); the convolutional ones reshape internally, with
+pixels flattened in (H, W, C) order like the datasets' NHWC arrays.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from svhn_vae.config import ModelConfig
+from svhn_vae.likelihoods import make_head
+
+
+class DenseBlock(nn.Sequential):
+    """Linear -> BatchNorm -> ReLU -> Dropout."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(), nn.Dropout(dropout))
+
+
+def dense_stack(in_dim: int, widths: tuple[int, ...], dropout: float) -> tuple[nn.Sequential, int]:
+    """Dense blocks of the given widths; returns the stack and its output width."""
+    blocks, dim = [], in_dim
+    for width in widths:
+        blocks.append(DenseBlock(dim, width, dropout))
+        dim = width
+    return nn.Sequential(*blocks), dim
+
+
+class DenseEncoder(nn.Module):
+    """q(z|x): optional input BatchNorm, a shared trunk, then separate mean and log-variance branches."""
+
+    def __init__(self, cfg: ModelConfig, data_dim: int) -> None:
+        super().__init__()
+        self.input_norm = nn.BatchNorm1d(data_dim) if cfg.input_batchnorm else nn.Identity()
+        self.trunk, hidden = dense_stack(data_dim, cfg.encoder_shared, cfg.dropout)
+        self.mu_branch, h_mu = dense_stack(hidden, cfg.encoder_branch, cfg.dropout)
+        self.logvar_branch, h_lv = dense_stack(hidden, cfg.encoder_branch, cfg.dropout)
+        self.mu = nn.Linear(h_mu, cfg.latent_dim)
+        self.logvar = nn.Linear(h_lv, cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) -> mean (B, L) and log-variance (B, L) of the diagonal Gaussian posterior."""
+        h = self.trunk(self.input_norm(x))
+        return self.mu(self.mu_branch(h)), self.logvar(self.logvar_branch(h))
+
+
+class DenseDecoder(nn.Module):
+    """p(x|z): dense blocks, then the likelihood head named by the config."""
+
+    def __init__(self, cfg: ModelConfig, data_dim: int) -> None:
+        super().__init__()
+        self.trunk, hidden = dense_stack(cfg.latent_dim, cfg.decoder, cfg.dropout)
+
+        def var_net() -> nn.Module:
+            blocks, width = dense_stack(hidden, cfg.variance_head, cfg.dropout)
+            return nn.Sequential(blocks, nn.Linear(width, data_dim))
+
+        self.head = make_head(cfg, data_dim=data_dim, output_layer=lambda: nn.Linear(hidden, data_dim),
+                              var_net=var_net)
+
+    def forward(self, z: torch.Tensor):
+        return self.head(self.trunk(z))
+
+
+# --- convolutional variant for pixel inputs ------------------------------------------------------
+
+def _conv_sizes(size: int, n: int) -> list[int]:
+    """Spatial sizes after each stride-2, kernel-3, padding-1 convolution: 28 -> 14 -> 7 -> 4."""
+    sizes = [size]
+    for _ in range(n):
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+class ToHWC(nn.Module):
+    """(B, C, H, W) -> (B, H*W*C), the datasets' flattening order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.image_shape = image_shape
+        layers, ch = [], image_shape[2]
+        for out_ch in cfg.conv_channels:
+            layers += [nn.Conv2d(ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            ch = out_ch
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        side = _conv_sizes(image_shape[0], len(cfg.conv_channels))[-1]
+        self.mu = nn.Linear(ch * side * side, cfg.latent_dim)
+        self.logvar = nn.Linear(ch * side * side, cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w, c = self.image_shape
+        h = self.convs(x.view(-1, h, w, c).permute(0, 3, 1, 2))
+        return self.mu(h), self.logvar(h)
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        sizes = _conv_sizes(image_shape[0], len(cfg.conv_channels))
+        chans = list(reversed(cfg.conv_channels))
+        self.start = (chans[0], sizes[-1])
+        self.fc = nn.Sequential(nn.Linear(cfg.latent_dim, chans[0] * sizes[-1] ** 2), nn.ReLU())
+        layers = []
+        for i, out_ch in enumerate(chans[1:] + [chans[-1]]):
+            size_in, size_out = sizes[-1 - i], sizes[-2 - i]
+            pad_out = size_out - (2 * size_in - 1)  # makes each transposed conv exactly invert the encoder
+            layers += [nn.ConvTranspose2d(chans[i], out_ch, 3, stride=2, padding=1, output_padding=pad_out),
+                       nn.BatchNorm2d(out_ch), nn.ReLU()]
+        self.deconvs = nn.Sequential(*layers)
+        data_dim = image_shape[0] * image_shape[1] * image_shape[2]
+
+        def output_layer() -> nn.Module:
+            return nn.Sequential(nn.Conv2d(chans[-1], image_shape[2], 3, padding=1), ToHWC())
+
+        self.head = make_head(cfg, data_dim=data_dim, output_layer=output_layer, var_net=output_layer)
+
+    def forward(self, z: torch.Tensor):
+        ch, side = self.start
+        return self.head(self.deconvs(self.fc(z).view(-1, ch, side, side)))
+
+
+def build_networks(cfg: ModelConfig, *, data_dim: int,
+                   image_shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
+    """Encoder and decoder for the configured architecture."""
+    if cfg.architecture == "conv":
+        return ConvEncoder(cfg, image_shape), ConvDecoder(cfg, image_shape)
+    return DenseEncoder(cfg, data_dim), DenseDecoder(cfg, data_dim)

@@ -1,0 +1,88 @@
+"""What the VAE sees: pixels scaled to [0, 1], or their PCA codes, and the way back to images.
+
+Images enter as uint8 (N, H, W, C) and are flattened in that order. ``prepare`` turns a whole
+split into the compact tensor kept in memory for training (uint8 pixels, or float32 PCA codes
+computed once); ``to_input`` turns a batch of it into model input; ``decode`` maps model-space
+rows back to float images in [0, 1], through the inverse PCA and clipping where needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from svhn_vae.config import Config
+from svhn_vae.pca import PCA
+
+PIXEL_MAX = 255.0
+
+
+def iter_rows(images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
+    """Flattened (n, D) row batches of an (N, H, W, C) array, without copying the whole array."""
+    for i in range(0, len(images), batch_size):
+        yield images[i:i + batch_size].reshape(min(batch_size, len(images) - i), -1)
+
+
+class Representation:
+    """The map between uint8 images and the VAE's input space."""
+
+    def __init__(self, image_shape: Sequence[int], pca: PCA | None = None) -> None:
+        self.image_shape = tuple(int(s) for s in image_shape)  # (H, W, C)
+        self.pca = pca
+
+    @property
+    def pixel_dim(self) -> int:
+        h, w, c = self.image_shape
+        return h * w * c
+
+    @property
+    def data_dim(self) -> int:
+        """D of the VAE's input: K for PCA codes, H*W*C for pixels."""
+        return self.pca.n_components_ if self.pca is not None else self.pixel_dim
+
+    @classmethod
+    def fit(cls, cfg: Config, splits: Sequence[np.ndarray], *, batch_size: int = 4096) -> Representation:
+        """Fit the PCA (if the config asks for one) on the training images only, streamed in batches."""
+        image_shape = splits[0].shape[1:]
+        if cfg.model.input != "pca":
+            return cls(image_shape)
+        pca = PCA(cfg.pca.components, whiten=cfg.pca.whiten)
+        batches = (rows / PIXEL_MAX for images in splits for rows in iter_rows(images, batch_size))
+        return cls(image_shape, pca.fit_batches(batches))
+
+    def prepare(self, images: np.ndarray, *, device: torch.device | str = "cpu",
+                batch_size: int = 8192) -> torch.Tensor:
+        """The whole split in its stored form: uint8 pixel rows (N, D) or float32 PCA codes (N, K)."""
+        if self.pca is None:
+            return torch.tensor(np.asarray(images).reshape(len(images), -1), device=device)  # copies a read-only memmap
+        codes = [self.pca.transform(torch.from_numpy(np.asarray(rows, dtype=np.float32)) / PIXEL_MAX)
+                 for rows in iter_rows(images, batch_size)]
+        return torch.cat(codes).to(device)
+
+    def to_input(self, stored: torch.Tensor) -> torch.Tensor:
+        """Model input (B, D) float32 from a batch of the stored form."""
+        return stored.float() / PIXEL_MAX if self.pca is None else stored
+
+    def encode(self, images: np.ndarray | torch.Tensor, *, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Model input for uint8 images (N, H, W, C)."""
+        return self.to_input(self.prepare(np.asarray(images), device=device))
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images (B, H, W, C) in [0, 1] from model-space rows (B, D)."""
+        pixels = x.clamp(0, 1) if self.pca is None else self.pca.inverse_transform(x, clip=(0.0, 1.0))
+        return pixels.reshape(len(x), *self.image_shape)
+
+    def project(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """PCA-only reconstruction in [0, 1] (images unchanged for pixel models): what PCA alone loses."""
+        return self.decode(self.encode(images))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"image_shape": list(self.image_shape), "pca": None if self.pca is None else self.pca.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Representation:
+        pca = None if state["pca"] is None else PCA.from_state_dict(state["pca"])
+        return cls(state["image_shape"], pca)

@@ -1,0 +1,285 @@
+"""The training loop: Adam, early stopping, a NaN guard, checkpoints every epoch, exact resume.
+
+``train`` is one readable function; the helpers above it do one thing each. Metrics are per-example
+nats. The loop keeps the training set in memory in its model-space form (PCA codes are computed
+once), on the training device.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from svhn_vae import checkpoint as ckpt
+from svhn_vae.config import Config
+from svhn_vae.errors import UserError
+from svhn_vae.representation import Representation
+from svhn_vae.vae import VAE, loss_from_terms
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/Inf more often than the NaN guard may recover."""
+
+
+@dataclass
+class TrainData:
+    """uint8 images (N, H, W, C) to train on, and optional validation images."""
+
+    images: np.ndarray
+    val_images: np.ndarray | None = None
+
+
+@dataclass
+class TrainResult:
+    model: VAE
+    representation: Representation
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def load_train_data(cfg: Config) -> TrainData:
+    """Load the configured training split(s) and hold out ``val_fraction`` of them (seeded)."""
+    from svhn_vae.data import load_split
+
+    splits = [load_split(cfg.data.dataset, name, data_dir=cfg.data.data_dir, download=cfg.data.download).images
+              for name in cfg.data.train_split.split("+")]
+    images = splits[0] if len(splits) == 1 else np.concatenate(splits)
+    images = images[:cfg.data.limit] if cfg.data.limit else images
+    n_val = int(round(cfg.data.val_fraction * len(images)))
+    if n_val == 0:
+        return TrainData(images)
+    order = np.random.default_rng(cfg.train.seed).permutation(len(images))
+    return TrainData(images[np.sort(order[n_val:])], images[np.sort(order[:n_val])])
+
+
+def build_model(cfg: Config, representation: Representation) -> VAE:
+    return VAE(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
+
+
+def make_optimizer(cfg: Config, model: VAE) -> torch.optim.Optimizer:
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+
+
+def _binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.bernoulli(x, generator=generator)
+
+
+def _model_input(cfg: Config, rep: Representation, stored: torch.Tensor) -> torch.Tensor:
+    """A training batch: dynamic binarization for Bernoulli models that ask for it."""
+    x = rep.to_input(stored)
+    return _binarize(x) if cfg.model.likelihood == "bernoulli" and cfg.model.binarize else x
+
+
+class _NonFinite(Exception):
+    """The loss or the weights became NaN/Inf during an epoch."""
+
+
+def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation, data: torch.Tensor,
+               *, beta: float, generator: torch.Generator, bar: tqdm) -> dict[str, float]:
+    """One pass over the shuffled training set; returns mean loss terms per example (nats)."""
+    model.train()
+    n, bs = len(data), cfg.train.batch_size
+    totals = torch.zeros(3, dtype=torch.float64, device=data.device)  # loss, rec, kl sums
+    order = torch.randperm(n, generator=generator).to(data.device)
+    for step, start in enumerate(range(0, n, bs)):
+        idx = order[start:start + bs]
+        terms = model(_model_input(cfg, rep, data[idx]))
+        loss = loss_from_terms(terms, beta=beta)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        totals += torch.stack([loss.detach() * len(idx), terms.rec.detach().sum(), terms.kl.detach().sum()])
+        if step % 20 == 0 or start + bs >= n:  # an occasional host sync catches NaNs early enough
+            if not torch.isfinite(totals).all():
+                raise _NonFinite
+            bar.set_postfix(loss=f"{totals[0].item() / (start + len(idx)):.2f}", refresh=False)
+        bar.update(len(idx))
+    loss, rec, kl = (totals / n).tolist()
+    return {"loss": loss, "rec": rec, "kl": kl}
+
+
+@torch.no_grad()
+def evaluate_loss(model: VAE, rep: Representation, data: torch.Tensor, *, batch_size: int = 2048,
+                  seed: int = 0) -> dict[str, float]:
+    """Mean negative ELBO, reconstruction and KL per example (nats), in eval mode, with seeded noise."""
+    model.eval()
+    gen = torch.Generator(device=data.device).manual_seed(seed)
+    rec = kl = 0.0
+    for start in range(0, len(data), batch_size):
+        terms = model(rep.to_input(data[start:start + batch_size]), generator=gen)
+        rec, kl = rec + terms.rec.sum().item(), kl + terms.kl.sum().item()
+    n = len(data)
+    return {"loss": (kl - rec) / n, "rec": rec / n, "kl": kl / n}
+
+
+def _snapshot(model: VAE, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+
+
+def _checkpoint_state(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation,
+                      epoch: int, state: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state(), "batches": gen.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+            "representation": rep.state_dict(), "train_state": {**state, "rng": rng}}
+
+
+def _restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    gen.set_state(rng["batches"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _prepare_data(cfg: Config, data: TrainData, rep: Representation, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    train_x = rep.prepare(data.images, device=device)
+    if data.val_images is None:
+        return train_x, None
+    val_x = rep.prepare(data.val_images, device=device)
+    if cfg.model.likelihood == "bernoulli" and cfg.model.binarize:  # one fixed binarization for validation
+        gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+        val_x = (_binarize(val_x.float() / 255, gen) * 255).to(val_x.dtype)
+    return train_x, val_x
+
+
+def _watched(cfg: Config, record: dict[str, Any]) -> float:
+    return record["val_loss"] if cfg.train.early_stopping == "val" else record["loss"]
+
+
+def _write_samples(cfg: Config, model: VAE, rep: Representation, run_dir: Path, epoch: int) -> None:
+    from svhn_vae.figures import sample_grid, save_png
+
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.train.seed)
+    save_png(sample_grid(model, rep, n=64, generator=gen), run_dir / "samples" / f"epoch_{epoch:04d}.png")
+
+
+def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | None = None,
+          resume: bool = False, overwrite: bool = False, progress: bool = False) -> TrainResult:
+    """Train a VAE as configured; with ``run_dir``, write config, metrics and checkpoints there.
+
+    ``resume`` continues from ``run_dir``'s last checkpoint exactly (weights, optimizer, epoch,
+    early-stopping counters and random state). Returns the model in its best state when early
+    stopping is on, else its last.
+    """
+    # --- setup ----------------------------------------------------------------------------------
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    device = resolve_device(tc.device)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    resuming = run_dir is not None and ckpt.prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+    start = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir)) if resuming else None
+
+    # --- data and representation (PCA fitted on the training images only) -----------------------
+    data = data if data is not None else load_train_data(cfg)
+    if start is not None:
+        rep = Representation.from_state_dict(start["representation"])
+    else:
+        rep = Representation.fit(cfg, [data.images])
+    train_x, val_x = _prepare_data(cfg, data, rep, device)
+    if tc.early_stopping == "val" and val_x is None:
+        raise UserError("early stopping on 'val' needs a validation split: set --val-fraction (e.g. 0.05)")
+
+    # --- model and optimizer ----------------------------------------------------------------------
+    model = build_model(cfg, rep).to(device)
+    opt = make_optimizer(cfg, model)
+    gen = torch.Generator().manual_seed(tc.seed)
+    state: dict[str, Any] = {"best": math.inf, "bad_epochs": 0, "nan_recoveries": 0}
+    history: list[dict[str, Any]] = []
+    first_epoch = 1
+    if start is not None:
+        model.load_state_dict(start["model"])
+        opt.load_state_dict(start["optimizer"])
+        state = {k: v for k, v in start["train_state"].items() if k != "rng"}
+        _restore_rng(start["train_state"]["rng"], gen)
+        first_epoch = start["epoch"] + 1
+        ckpt.truncate_metrics(run_dir, last_epoch=start["epoch"])
+        history = ckpt.read_metrics(run_dir)
+        log.info("resuming %s from epoch %d", run_dir, start["epoch"])
+    log.info("model: %d trainable parameters on %s", sum(p.numel() for p in model.parameters() if p.requires_grad), device)
+
+    # --- loop ---------------------------------------------------------------------------------------
+    stopped_early = state["bad_epochs"] >= tc.patience and tc.early_stopping != "none"
+    epoch = first_epoch
+    while epoch <= tc.epochs and not stopped_early:
+        beta = min(1.0, epoch / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
+        good = _snapshot(model, opt)
+        t0 = time.perf_counter()
+        with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
+                  leave=False) as bar:
+            try:
+                record = _run_epoch(cfg, model, opt, rep, train_x, beta=beta, generator=gen, bar=bar)
+            except _NonFinite:
+                _recover_from_nan(cfg, model, opt, good, state, epoch, run_dir)
+                continue
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch, **record, "beta": beta, "lr": opt.param_groups[0]["lr"], "seconds": seconds,
+                  "images_per_s": len(train_x) / seconds}
+        if val_x is not None:
+            record.update({f"val_{k}": v for k, v in evaluate_loss(model, rep, val_x, seed=tc.seed).items()})
+
+        # --- early stopping, log, checkpoint ------------------------------------------------------
+        improved = _watched(cfg, record) < state["best"] - tc.min_delta
+        if improved:
+            state.update(best=_watched(cfg, record), bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        stopped_early = tc.early_stopping != "none" and state["bad_epochs"] >= tc.patience
+        record["best"] = state["best"]
+        history.append(record)
+        log.info("epoch %d: loss %.3f (rec %.3f, kl %.3f), %.0f img/s", epoch, record["loss"], record["rec"],
+                 record["kl"], record["images_per_s"])
+        if run_dir is not None:
+            ckpt.append_metrics(run_dir, record)
+            full = _checkpoint_state(cfg, model, opt, rep, epoch, state, gen)
+            if improved:
+                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), full)
+            ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), full)
+            if tc.sample_every and epoch % tc.sample_every == 0:
+                _write_samples(cfg, model, rep, run_dir, epoch)
+        epoch += 1
+
+    if run_dir is not None and tc.early_stopping != "none" and ckpt.checkpoint_path(run_dir, "best").exists():
+        model.load_state_dict(ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "best"))["model"])
+    model.eval()
+    return TrainResult(model, rep, history, stopped_early)
+
+
+def _recover_from_nan(cfg: Config, model: VAE, opt: torch.optim.Optimizer, good: tuple[dict, dict],
+                      state: dict[str, Any], epoch: int, run_dir: Path | None) -> None:
+    """Restore the state of the epoch's start and lower the learning rate, or stop with an error."""
+    model.load_state_dict(good[0])
+    opt.load_state_dict(good[1])
+    if state["nan_recoveries"] >= cfg.train.nan_retries:
+        where = f"; the last good checkpoint is {ckpt.checkpoint_path(run_dir)}" if run_dir else ""
+        raise TrainingDiverged(
+            f"loss became NaN/Inf in epoch {epoch} after {state['nan_recoveries']} recoveries{where}; "
+            "try a lower --lr, --grad-clip 10, or a larger --eps"
+        )
+    state["nan_recoveries"] += 1
+    for group in opt.param_groups:
+        group["lr"] *= cfg.train.nan_lr_factor
+    log.warning("loss became NaN/Inf in epoch %d: restored the epoch's start, learning rate now %.3g",
+                epoch, opt.param_groups[0]["lr"])

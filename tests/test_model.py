@@ -1,0 +1,123 @@
+"""Known answers for the likelihoods and the KL; shapes and parameter counts of the networks."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch.distributions import Bernoulli as TorchBernoulli
+from torch.distributions import Independent, Normal, kl_divergence
+
+from svhn_vae.config import LIKELIHOODS, ModelConfig, get_preset
+from svhn_vae.errors import UserError
+from svhn_vae.likelihoods import Bernoulli, Gaussian
+from svhn_vae.vae import VAE, count_parameters, gaussian_kl, loss_from_terms, reparameterize
+
+
+def test_bernoulli_log_prob_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    logits, x = torch.randn(7, 11, generator=g), torch.rand(7, 11, generator=g).round()
+    expected = Independent(TorchBernoulli(logits=logits), 1).log_prob(x)
+    assert torch.allclose(Bernoulli(logits).log_prob(x), expected, atol=1e-5)
+
+
+def test_gaussian_log_prob_matches_torch():
+    g = torch.Generator().manual_seed(1)
+    loc, var, x = torch.randn(5, 9, generator=g), torch.rand(5, 9, generator=g) + 0.01, torch.randn(5, 9, generator=g)
+    expected = Independent(Normal(loc, var.sqrt()), 1).log_prob(x)
+    assert torch.allclose(Gaussian(loc, var).log_prob(x), expected, atol=1e-5)
+    shared = torch.rand(9, generator=g) + 0.1  # one variance per dimension, broadcast over the batch
+    assert torch.allclose(Gaussian(loc, shared).log_prob(x), Independent(Normal(loc, shared.sqrt()), 1).log_prob(x),
+                          atol=1e-5)
+
+
+def test_gaussian_sample_statistics():
+    g = torch.Generator().manual_seed(2)
+    dist = Gaussian(torch.full((20000, 2), 3.0), torch.tensor([0.25, 4.0]))
+    s = dist.sample(generator=g)
+    assert torch.allclose(s.mean(0), torch.tensor([3.0, 3.0]), atol=0.05)
+    assert torch.allclose(s.var(0), torch.tensor([0.25, 4.0]), rtol=0.05)
+
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    p = Independent(Normal(torch.zeros(4), torch.ones(4)), 1)
+    assert torch.allclose(gaussian_kl(mu, logvar), kl_divergence(q, p), atol=1e-5)
+
+
+def test_reparameterization_uses_standard_deviation():
+    g = torch.Generator().manual_seed(4)
+    mu, logvar = torch.zeros(100000, 1), torch.full((100000, 1), 2.0 * torch.log(torch.tensor(3.0)))
+    z = reparameterize(mu, logvar, generator=g)
+    assert z.std().item() == pytest.approx(3.0, rel=0.02)  # sd = exp(0.5 logvar) = 3, not var = 9
+
+
+def _tiny(likelihood: str, **changes) -> VAE:
+    cfg = ModelConfig(input="pixels" if likelihood == "bernoulli" else "pca", latent_dim=3, encoder_shared=(8,),
+                      decoder=(8,), likelihood=likelihood, **changes)
+    return VAE(cfg, data_dim=12, image_shape=(2, 2, 3))
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_each_likelihood_gives_per_example_terms(likelihood):
+    torch.manual_seed(0)
+    model = _tiny(likelihood).eval()
+    x = torch.rand(5, 12)
+    terms = model(x)
+    assert terms.rec.shape == terms.kl.shape == (5,)
+    assert torch.isfinite(terms.rec).all() and (terms.kl >= 0).all()
+    dist = model.decode(torch.zeros(5, 3))
+    assert dist.mean().shape == dist.sample(generator=torch.Generator().manual_seed(0)).shape == (5, 12)
+    assert loss_from_terms(terms).item() == pytest.approx(-(terms.rec - terms.kl).mean().item())
+
+
+def test_relu_eps_variance_is_at_least_eps():
+    model = _tiny("gaussian-relu-eps", eps=0.05, variance_head=(4,)).eval()
+    var = model.decode(torch.randn(50, 3)).var
+    assert var.min().item() >= 0.05 - 1e-7
+
+
+def test_logvar_floor_bounds_the_variance():
+    model = _tiny("gaussian-logvar", logvar_min=-3.0).eval()
+    with torch.no_grad():
+        model.decoder.head.logvar.bias.fill_(-100.0)
+    assert model.decode(torch.randn(4, 3)).var.min().item() >= torch.exp(torch.tensor(-3.0)).item()
+
+
+def test_frozen_variance_head_is_not_trainable():
+    model = _tiny("gaussian-relu-eps", variance_head=(4,), frozen_variance_head=True)
+    assert not any(p.requires_grad for p in model.decoder.head.var_net.parameters())
+
+
+def test_blog_2017_parameter_count():
+    cfg = get_preset("blog-2017")
+    assert count_parameters(VAE(cfg.model, data_dim=500, image_shape=(32, 32, 3))) == 48_489_020
+    frozen = dataclasses.replace(cfg.model, frozen_variance_head=True)
+    assert count_parameters(VAE(frozen, data_dim=500, image_shape=(32, 32, 3))) == 47_213_020  # the notebook's
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_conv_architecture_round_trips_shapes(shape):
+    cfg = ModelConfig(input="pixels", architecture="conv", latent_dim=4, conv_channels=(4, 8, 8),
+                      likelihood="bernoulli")
+    d = shape[0] * shape[1] * shape[2]
+    model = VAE(cfg, data_dim=d, image_shape=shape).eval()
+    terms = model(torch.rand(3, d))
+    assert model.decode(torch.zeros(3, 4)).mean().shape == (3, d) and terms.rec.shape == (3,)
+
+
+def test_importance_log_weights_shape():
+    model = _tiny("gaussian-fixed").eval()
+    assert model.log_weights(torch.rand(4, 12), 7, generator=torch.Generator().manual_seed(0)).shape == (7, 4)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(UserError, match="model.likelihood"):
+        ModelConfig(likelihood="poisson")
+    with pytest.raises(UserError, match="model.likelihood"):
+        get_preset("fast").replace("model", likelihood="bernoulli")
+    with pytest.raises(UserError, match="model.architecture"):
+        ModelConfig(input="pca", architecture="conv")
+    with pytest.raises(UserError, match="unknown preset"):
+        get_preset("huge")
