@@ -125,8 +125,19 @@ def cmd_data(args: argparse.Namespace) -> None:
         for split in splits:
             data.verify_split(args.dataset, split, data_dir=args.data_dir)
         print(f"{args.dataset}: {', '.join(splits)} verified")
-    else:
+    elif args.json:
         print(json.dumps(data.info(args.dataset, data_dir=args.data_dir), indent=2, default=str))
+    else:
+        _print_info(data.info(args.dataset, data_dir=args.data_dir))
+
+
+def _print_info(summary: dict[str, Any]) -> None:
+    shape = "x".join(str(s) for s in summary["image_shape"])
+    print(f"{summary['dataset']} ({shape}) in {summary['data_dir']}")
+    print(f"{'split':<8} {'examples':>9}  {'present':<8} {'verified':<8}")
+    for name, split in summary["splits"].items():
+        print(f"{name:<8} {split['num_examples']:>9}  {str(split['present']).lower():<8} "
+              f"{str(split['verified']).lower():<8}")
 
 
 def cmd_pca_fit(args: argparse.Namespace) -> None:
@@ -167,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("download", "verify", "info"))
     _add_data_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="info: print every file's status as JSON")
     p.set_defaults(func=cmd_data)
 
     pca = sub.add_parser("pca", help="fit a PCA basis").add_subparsers(dest="pca_command", required=True, metavar="ACTION")
