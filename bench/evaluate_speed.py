@@ -1,0 +1,99 @@
+"""Speed and memory of the pixel-space IWAE evaluation for the ``fast`` preset (PCA 300, 32x32x3).
+
+Trains nothing: an untrained ``fast`` model costs the same per importance sample as a trained one.
+The PCA is fitted on synthetic SVHN-shaped images; the timed part is
+:func:`svhn_vae.evaluate.likelihood_metrics` on ``--n`` synthetic test images with ``--k``
+importance samples (dequantization, projection, IWAE in chunks, pixel-space correction).
+
+Run from the repository root::
+
+    .venv/bin/python bench/evaluate_speed.py              # 10,000 images, K = 1000
+    .venv/bin/python bench/evaluate_speed.py --n 1000     # a tenth, to estimate first
+
+Prints the wall time, the process CPU time (on a machine shared with other jobs, cpu_seconds /
+threads estimates the wall time the machine would take alone) and the peak resident memory, then
+ONE JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+import torch
+
+from svhn_vae.checkpoint import TrainedModel
+from svhn_vae.config import get_preset
+from svhn_vae.evaluate import EvalOptions, likelihood_metrics
+from svhn_vae.representation import Representation
+from svhn_vae.train import build_model, resolve_device
+
+IMAGE_SHAPE = (32, 32, 3)
+
+
+def synthetic_images(n: int, *, seed: int) -> np.ndarray:
+    """uint8 (n, 32, 32, 3) images with low-rank structure (smooth colour gradients plus noise)."""
+    rng = np.random.default_rng(seed)
+    h, w, _ = IMAGE_SHAPE
+    yy, xx = np.mgrid[0:h, 0:w] / h
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * yy, np.sin(3 * xx), np.cos(3 * yy)])  # (6, H, W)
+    coeff = rng.normal(size=(n, 3, 6)) * np.array([40, 30, 30, 20, 15, 15])
+    images = 128 + np.einsum("ncb,bhw->nhwc", coeff, basis) + rng.normal(0, 6, (n, *IMAGE_SHAPE))
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def parse_args() -> argparse.Namespace:
+    d = EvalOptions()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10000, help="test images")
+    parser.add_argument("--k", type=int, default=1000, help="importance samples")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per chunk")
+    parser.add_argument("--sample-chunk", type=int, default=d.sample_chunk, help="importance samples per chunk")
+    parser.add_argument("--train-images", type=int, default=2000, help="synthetic images the PCA is fitted on")
+    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+
+    # --- setup: the fast preset's PCA and an untrained model -------------------------------------------
+    device = resolve_device(args.device)
+    cfg = get_preset("fast")
+    rep = Representation.fit(cfg, [synthetic_images(args.train_images, seed=0)])
+    torch.manual_seed(0)
+    trained = TrainedModel(cfg, build_model(cfg, rep).to(device).eval(), rep, None, 0)
+    test_images = synthetic_images(args.n, seed=1)
+    rss_before = peak_rss_mb()
+
+    # --- timed: the pixel-space likelihood ----------------------------------------------------------
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    out = likelihood_metrics(trained, test_images, importance_samples=args.k, seed=0, batch_size=args.batch_size,
+                             sample_chunk=args.sample_chunk, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+
+    result = {"bench": "evaluate_speed", "preset": "fast", "pca_components": rep.data_dim, "n": args.n,
+              "importance_samples": args.k, "batch_size": args.batch_size, "sample_chunk": args.sample_chunk,
+              "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
+              "cpu_seconds": round(cpu_seconds, 2),
+              "images_per_s": round(args.n / seconds, 2), "peak_rss_mb_before": round(rss_before, 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1), "bpd_iwae_untrained": round(out["bpd_iwae"], 4)}
+    if device.type == "cuda":
+        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(f"{args.n} images x {args.k} importance samples in {seconds:.1f} s "
+          f"({args.n / seconds:.1f} img/s), peak RSS {result['peak_rss_mb']:.0f} MiB")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Linear-Gaussian baselines in pixel space, and the maths of densities split along a PCA basis.
+
+Every density here is a :class:`SubspaceGaussian`: a Gaussian whose covariance has eigenvectors
+``components`` (k, D) with variances ``variances`` (k,), and one isotropic variance on the D - k
+orthogonal directions. Two baselines are such Gaussians:
+
+* the full-covariance Gaussian: every eigenpair of the sample covariance (ddof=1), with a ridge of
+  ``RIDGE`` added to every variance so that it stays positive definite;
+* probabilistic PCA (Tipping & Bishop 1999) with k components: its maximum-likelihood covariance
+  W W^T + sigma2 I has the top k eigenvalues on the kept directions and sigma2 = the mean of the
+  D - k discarded eigenvalues on the rest.
+
+A PCA+VAE model replaces the Gaussian on the kept coordinates with the VAE and keeps the same
+isotropic term on the rest (:func:`complement_log_prob`), so it is a density on all D pixels.
+
+Both baselines are fitted on uniformly dequantized training pixels u = (x + U[0, 1)) / 256 and
+evaluated on dequantized test pixels, so they are in the units of the VAE's pixel-space figures:
+log-densities in nats on [0, 1]^D, turned into bits per dimension by :func:`bits_per_dim`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from svhn_vae.errors import UserError
+from svhn_vae.pca import PCA
+from svhn_vae.representation import iter_rows
+
+__all__ = [
+    "RIDGE", "SubspaceGaussian", "baseline_metrics", "bits_per_dim", "complement_log_prob", "dequantize",
+    "dequantized_rows", "fit_full_pca", "full_gaussian", "ppca", "split_subspace",
+]
+
+LOG_2PI = math.log(2 * math.pi)
+RIDGE = 1e-6
+"""Added to every variance of the full-covariance Gaussian (in [0, 1]^2 pixel units) to keep it PD."""
+
+
+def bits_per_dim(nll_nats: float | torch.Tensor, *, dims: int, scale: float = 256.0) -> float | torch.Tensor:
+    """Bits per dimension of a negative log-likelihood in nats: (NLL + D ln scale) / (D ln 2).
+
+    ``scale``: the data were divided by it to land in [0, 1] (256 for dequantized 8-bit pixels, so
+    a density on [0, 1]^D becomes a probability of the 256^D pixel bins); 1 for a probability mass
+    function such as the Bernoulli likelihood of binarized pixels.
+    """
+    return (nll_nats + dims * math.log(scale)) / (dims * math.log(2))
+
+
+def dequantize(images: np.ndarray | torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Flat float64 rows (N, D) u = (x + U[0, 1)) / 256 in [0, 1) from uint8 images (N, ...), on the CPU."""
+    x = torch.tensor(np.asarray(images), dtype=torch.float64).reshape(len(images), -1)
+    return (x + torch.rand(x.shape, generator=generator, dtype=torch.float64)) / 256.0
+
+
+def dequantized_rows(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> Iterator[torch.Tensor]:
+    """Dequantized (n, D) float64 batches of uint8 images (N, H, W, C), one seeded noise stream."""
+    generator = torch.Generator().manual_seed(seed)
+    for rows in iter_rows(images, batch_size):
+        yield dequantize(rows, generator=generator)
+
+
+def split_subspace(u: torch.Tensor, *, mean: torch.Tensor, components: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates (B, k) of rows u (B, D) along orthonormal ``components`` (k, D), and the squared
+    norm (B,) of what is left in the orthogonal complement, both float64."""
+    centred = u.to(torch.float64) - mean.to(u.device, torch.float64)
+    comps = components.to(u.device, torch.float64)
+    coords = centred @ comps.T
+    residual = centred - coords @ comps
+    return coords, residual.pow(2).sum(dim=-1)
+
+
+def complement_log_prob(residual_sq: torch.Tensor, *, dims: int, variance: float) -> torch.Tensor:
+    """(B,) log-density in nats of an isotropic N(0, variance I) on ``dims`` orthogonal directions,
+    given the squared norm (B,) of each point there (0 when ``dims`` is 0)."""
+    if dims == 0:
+        return torch.zeros_like(residual_sq)
+    if variance <= 0:
+        raise UserError("the discarded PCA directions have zero variance, so there is no pixel-space density; "
+                        "keep fewer components")
+    return -0.5 * (dims * (LOG_2PI + math.log(variance)) + residual_sq / variance)
+
+
+@dataclass
+class SubspaceGaussian:
+    """N(mean, V^T diag(variances) V + noise_variance (I - V^T V)) on R^D; all tensors float64."""
+
+    mean: torch.Tensor
+    """(D,) mean."""
+    components: torch.Tensor
+    """(k, D) orthonormal eigenvectors V."""
+    variances: torch.Tensor
+    """(k,) variances along them."""
+    noise_variance: float
+    """Variance on each of the D - k orthogonal directions."""
+
+    def log_prob(self, u: torch.Tensor) -> torch.Tensor:
+        """(B,) log-density in nats of rows u (B, D)."""
+        coords, residual_sq = split_subspace(u, mean=self.mean, components=self.components)
+        var = self.variances.to(coords.device)
+        kept = -0.5 * (len(var) * LOG_2PI + var.log().sum() + (coords.pow(2) / var).sum(dim=-1))
+        rest = len(self.mean) - len(var)
+        return kept + complement_log_prob(residual_sq, dims=rest, variance=self.noise_variance)
+
+
+def fit_full_pca(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> PCA:
+    """Every eigenpair of the covariance of the dequantized rows of uint8 images (N, H, W, C), streamed."""
+    return PCA(None).fit_batches(dequantized_rows(images, seed=seed, batch_size=batch_size))
+
+
+def _eigenvalues(pca: PCA) -> torch.Tensor:
+    """All D eigenvalues (D,): the fitted ones, then zeros when there were fewer samples than pixels."""
+    lam = pca.explained_variance_
+    return torch.cat([lam, lam.new_zeros(pca.n_features_in_ - len(lam))])
+
+
+def full_gaussian(pca: PCA, *, ridge: float = RIDGE) -> SubspaceGaussian:
+    """N(mean, sample covariance + ridge I) from a PCA fitted with every component (``fit_full_pca``).
+
+    When there were fewer samples than pixels, the directions with no fitted eigenpair get the ridge alone.
+    """
+    return SubspaceGaussian(pca.mean_, pca.components_, pca.explained_variance_ + ridge, ridge)
+
+
+def ppca(pca: PCA, components: int) -> SubspaceGaussian:
+    """Maximum-likelihood probabilistic PCA with ``components`` kept, from a full PCA (``fit_full_pca``).
+
+    sigma2 is the mean of the D - k discarded eigenvalues (zeros included when N < D).
+    """
+    lam = _eigenvalues(pca)
+    if not 0 < components < len(lam):
+        raise UserError(f"probabilistic PCA needs 0 < components < {len(lam)}, got {components}")
+    return SubspaceGaussian(pca.mean_, pca.components_[:components], lam[:components],
+                            float(lam[components:].mean()))
+
+
+def _mean_log_prob(model: SubspaceGaussian, images: np.ndarray, *, seed: int, batch_size: int) -> float:
+    """Mean log-density in nats of the dequantized rows of ``images``."""
+    total = sum(float(model.log_prob(u).sum()) for u in dequantized_rows(images, seed=seed, batch_size=batch_size))
+    return total / len(images)
+
+
+def baseline_metrics(*, train_images: np.ndarray, test_images: np.ndarray, components: int, seed: int = 0,
+                     batch_size: int = 4096) -> dict[str, Any]:
+    """Full-covariance Gaussian and PPCA(``components``) fitted on ``train_images``, evaluated on
+    ``test_images`` (uint8, N, H, W, C); returns mean NLLs in nats and bits per dimension.
+
+    The test pixels are dequantized with ``seed`` (the noise stream does not depend on the batch
+    size, so it is the noise the VAE's evaluation with the same seed sees), the training pixels
+    with ``seed + 1``.
+    """
+    pca = fit_full_pca(train_images, seed=seed + 1, batch_size=batch_size)
+    dims = pca.n_features_in_
+    out: dict[str, Any] = {"ppca_components": components, "ridge": RIDGE, "train_n": len(train_images)}
+    for name, model in (("gaussian", full_gaussian(pca)), ("ppca", ppca(pca, components))):
+        nll = -_mean_log_prob(model, test_images, seed=seed, batch_size=batch_size)
+        out.update({f"{name}_nats": nll, f"{name}_bpd": bits_per_dim(nll, dims=dims)})
+    return out

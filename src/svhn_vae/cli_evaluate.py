@@ -1,0 +1,242 @@
+"""``svhn-vae evaluate`` and ``svhn-vae compare``: a thin command line over :mod:`svhn_vae.evaluate`.
+
+``evaluate RUN`` scores a run's checkpoint on a held-out split and writes ``RUN/eval.json``
+(atomically); ``compare RUN1 RUN2 ...`` prints one aligned table of the runs' metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svhn_vae.config import Config
+from svhn_vae.errors import UserError
+
+log = logging.getLogger(__name__)
+
+EVAL_FILE = "eval.json"
+
+# (column header, dotted path into {"config", "metrics", "eval"}, format of a number)
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("preset", "config.preset", "{}"),
+    ("epochs", "metrics.epoch", "{}"),
+    ("train loss", "metrics.loss", "{:.2f}"),
+    ("n", "eval.n", "{}"),
+    ("K", "eval.importance_samples", "{}"),
+    ("ELBO nats", "eval.elbo_nats", "{:.2f}"),
+    ("IWAE nats", "eval.iwae_nats", "{:.2f}"),
+    ("bpd ELBO", "eval.bpd_elbo", "{:.4f}"),
+    ("bpd IWAE", "eval.bpd_iwae", "{:.4f}"),
+    ("bpd Gauss", "eval.baselines.gaussian_bpd", "{:.4f}"),
+    ("bpd PPCA", "eval.baselines.ppca_bpd", "{:.4f}"),
+    ("PCA rec", "eval.pca_space.rec", "{:.2f}"),
+    ("PCA KL", "eval.pca_space.kl", "{:.2f}"),
+    ("PSNR dB", "eval.reconstruction.psnr", "{:.2f}"),
+    ("PCA PSNR", "eval.reconstruction.pca_only_psnr", "{:.2f}"),
+)
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+def _load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, H, W, C) and labels (N,) of one or several '+'-joined splits of the run's dataset."""
+    from svhn_vae.data import load_split
+
+    data_dir = args.data_dir if args.data_dir is not None else cfg.data.data_dir
+    parts = [load_split(cfg.data.dataset, name, data_dir=data_dir, download=args.download)
+             for name in splits.split("+")]
+    if len(parts) == 1:
+        return parts[0].images, parts[0].labels
+    return np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
+
+
+def _training_images(cfg: Config, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The run's training images and labels, limited as in training (``data.limit``)."""
+    images, labels = _load_images(cfg, cfg.data.train_split, args)
+    return (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
+
+
+def _optional(module_name: str, function: str) -> Callable[..., dict[str, Any]] | None:
+    """A function of an optional module, or None (logged) when the module is not installed."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        log.info("%s is not available: skipped", module_name)
+        return None
+    return getattr(module, function)
+
+
+def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.ndarray],
+            train: tuple[np.ndarray, np.ndarray], device: Any) -> dict[str, Any]:
+    """The latent probe and the sample quality, each when asked for and available."""
+    common = {"train_images": train[0], "train_labels": train[1], "test_images": test[0], "test_labels": test[1],
+              "seed": args.seed, "device": device}
+    out: dict[str, Any] = {}
+    if args.probe and (probe := _optional("svhn_vae.probe", "latent_probe")) is not None:
+        out["probe"] = probe(trained, draws=args.probe_draws, **common)
+    if args.quality and (quality := _optional("svhn_vae.quality", "sample_quality")) is not None:
+        out["quality"] = quality(trained, dataset=trained.config.data.dataset, n_samples=args.quality_samples,
+                                 **common)
+    return out
+
+
+def _default_out(run: Path) -> Path:
+    return run / EVAL_FILE if run.is_dir() else run.with_suffix(".eval.json")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from svhn_vae.checkpoint import load_trained, write_json
+    from svhn_vae.evaluate import EvalOptions, evaluate, scores_dequantized_pixels
+    from svhn_vae.train import resolve_device
+
+    options = EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)})
+    device = resolve_device(args.device)
+    trained = load_trained(args.run, which=args.which, device=device)
+    cfg = trained.config
+    test = _load_images(cfg, args.split, args)
+    if options.max_examples:
+        test = (test[0][:options.max_examples], test[1][:options.max_examples])
+    need_train = (options.baselines and scores_dequantized_pixels(trained)) or args.probe or args.quality
+    train = _training_images(cfg, args) if need_train else None
+    result = {"run": str(args.run), "which": args.which, "preset": cfg.preset, "dataset": cfg.data.dataset,
+              "device": str(device)}
+    result.update(evaluate(trained, images=test[0], train_images=None if train is None else train[0],
+                           options=options, device=device, progress=not args.no_progress))
+    if train is not None:
+        result.update(_extras(args, trained, test, train, device))
+    out = args.out if args.out is not None else _default_out(args.run)
+    write_json(out, result)
+    print(summary(result))
+    print(f"wrote {out}")
+
+
+def _fmt(value: Any, spec: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return spec.format(value)
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A few human-readable lines of an ``eval.json`` dict."""
+    unit = "bits/dim" + (" (binary pixels)" if result.get("data") == "binarized" else "")
+    lines = [f"{result.get('run', '?')} ({result.get('preset', '?')}, epoch {result.get('epoch', '?')}): "
+             f"{result['n']} {result['split']} images, K={result['importance_samples']}, {result['seconds']:.0f} s",
+             f"  ELBO {_fmt(result['elbo_nats'], '{:.2f}')} nats  {_fmt(result['bpd_elbo'], '{:.4f}')} {unit}",
+             f"  IWAE {_fmt(result['iwae_nats'], '{:.2f}')} nats  {_fmt(result['bpd_iwae'], '{:.4f}')} {unit}"]
+    if (base := result.get("baselines")) is not None:
+        lines.append(f"  baselines: Gaussian {_fmt(base['gaussian_bpd'], '{:.4f}')}, PPCA({base['ppca_components']}) "
+                     f"{_fmt(base['ppca_bpd'], '{:.4f}')} bits/dim; the VAE gains "
+                     f"{_fmt(result['bpd_gain_over_ppca'], '{:.4f}')} bits/dim over PPCA")
+    if (pca := result.get("pca_space")) is not None:
+        ref = pca["reference_blog_2017"]
+        lines.append(f"  PCA space: rec {_fmt(pca['rec'], '{:.2f}')}, KL {_fmt(pca['kl'], '{:.2f}')} nats "
+                     f"(write-up: rec {ref['rec']}, KL {ref['kl']})")
+    rec = result["reconstruction"]
+    lines.append(f"  reconstruction: MSE {_fmt(rec['mse'], '{:.5f}')}, PSNR {_fmt(rec['psnr'], '{:.2f}')} dB "
+                 f"(PCA alone: {_fmt(rec['pca_only_psnr'], '{:.2f}')} dB)")
+    return "\n".join(lines)
+
+
+# --- compare --------------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON: ignored", path)
+        return {}
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """{"config": config.json, "metrics": last metrics.jsonl record, "eval": eval.json} of a run folder."""
+    from svhn_vae.checkpoint import CONFIG_FILE, read_metrics
+
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder; pass run folders written by 'svhn-vae train'")
+    metrics = read_metrics(run_dir)
+    return {"config": _read_json(run_dir / CONFIG_FILE), "metrics": metrics[-1] if metrics else {},
+            "eval": _read_json(run_dir / EVAL_FILE)}
+
+
+def lookup(record: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path of nested dicts, or None where any part is missing."""
+    for key in path.split("."):
+        if not isinstance(record, dict) or record.get(key) is None:
+            return None
+        record = record[key]
+    return record
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned: the first to the left, the others (numbers) to the right."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def compare_table(run_dirs: Sequence[Path]) -> str:
+    """The table ``svhn-vae compare`` prints: one row per run, "-" for missing values."""
+    rows = []
+    for run_dir in run_dirs:
+        record = run_record(Path(run_dir))
+        rows.append([str(run_dir), *(_fmt(lookup(record, path), spec) for _, path, spec in COLUMNS)])
+    return format_table(["run", *(name for name, _, _ in COLUMNS)], rows)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    print(compare_table(args.runs))
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
+    from svhn_vae.evaluate import EvalOptions
+
+    d = EvalOptions()
+    p.add_argument("run", type=Path, help="run folder (or checkpoint file) to evaluate")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of the run folder")
+    p.add_argument("--split", default=d.split, help="held-out split ('+' joins several)")
+    p.add_argument("--importance-samples", type=int, default=d.importance_samples, metavar="K",
+                   help="importance samples K of the IWAE bound")
+    p.add_argument("--max-examples", type=int, default=d.max_examples, metavar="N", help="first N images only (0: all)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per likelihood chunk")
+    p.add_argument("--sample-chunk", type=int, default=d.sample_chunk, help="importance samples per chunk")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the dequantization and posterior noise")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--data-dir", type=Path, default=None, help="dataset folder; None: the run's data_dir, else $SVHN_VAE_DATA or the user cache")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download missing files")
+    p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=d.baselines,
+                   help="fit and score the full Gaussian and PPCA baselines")
+    p.add_argument("--ppca-components", type=int, default=d.ppca_components,
+                   help="PPCA baseline components (0: the run's PCA components, or its latent size)")
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True, help="latent probe")
+    p.add_argument("--probe-draws", type=int, default=10, help="random label draws of the latent probe")
+    p.add_argument("--quality", action=argparse.BooleanOptionalAction, default=True, help="sample quality (FID)")
+    p.add_argument("--quality-samples", type=int, default=10000, help="samples for the sample quality")
+    p.add_argument("--out", type=Path, default=None, help=f"output file; None: RUN/{EVAL_FILE}")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` and ``compare`` to the ``svhn-vae`` sub-commands."""
+    p = sub.add_parser("evaluate", help="likelihood, bits/dim, baselines and reconstructions of a run",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_evaluate_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("compare", help="a table of the metrics of several runs")
+    p.add_argument("runs", type=Path, nargs="+", help="run folders")
+    p.set_defaults(func=cmd_compare)
