@@ -13,6 +13,7 @@ DATA_DIR ?=
 PRESET ?= fast
 RUN ?= runs/$(PRESET)-$(DATASET)
 TRAIN_FLAGS ?=
+EVAL_FLAGS ?= --importance-samples 100
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 .PHONY: demo test install clean
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml requirements.txt
 
 demo: $(STAMP)
 	$(BIN)/svhn-vae train --preset $(PRESET) --dataset $(DATASET) $(DATA_FLAG) --run-dir $(RUN) --resume $(TRAIN_FLAGS)
-	$(BIN)/svhn-vae evaluate $(RUN) $(DATA_FLAG)
+	$(BIN)/svhn-vae evaluate $(RUN) $(DATA_FLAG) $(EVAL_FLAGS)
 	$(BIN)/svhn-vae report $(RUN) $(DATA_FLAG)
 
 test: $(STAMP)

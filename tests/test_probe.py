@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from svhn_vae.errors import UserError
 from svhn_vae.probe import REFERENCE, balanced_indices, encode_means, knn_k, latent_probe, probe_features
 from svhn_vae.train import TrainData, train
 
-MNIST_DIR = "/work/shared/data/mnist"
+MNIST_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
 slow = pytest.mark.skipif(os.environ.get("SVHN_VAE_SLOW") != "1", reason="set SVHN_VAE_SLOW=1 for real-MNIST runs")
 
 

@@ -21,7 +21,7 @@ from svhn_vae.quality import (
     sample_quality,
     train_classifier,
 )
-from test_probe import MNIST_DIR, labelled_images, slow, tiny_trained  # shared synthetic data (no conftest.py)
+from test_probe import MNIST_DIR, data, labelled_images, slow, tiny_trained  # noqa: F401 - shared data and fixture
 
 TINY = ClassifierSettings(channels=(8, 16), feature_dim=16, epochs=5, batch_size=50, lr=1e-2)
 
@@ -29,13 +29,6 @@ TINY = ClassifierSettings(channels=(8, 16), feature_dim=16, epochs=5, batch_size
 def _spd(dim: int, seed: int) -> np.ndarray:
     a = np.random.default_rng(seed).normal(size=(dim, dim))
     return a @ a.T + 0.1 * np.eye(dim)
-
-
-@pytest.fixture(scope="module")
-def data() -> dict[str, np.ndarray]:
-    train_x, train_y = labelled_images(300, seed=0)
-    test_x, test_y = labelled_images(100, seed=1)
-    return {"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y}
 
 
 @pytest.fixture(scope="module")

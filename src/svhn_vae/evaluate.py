@@ -35,7 +35,7 @@ from svhn_vae.baselines import (
     baseline_metrics, bits_per_dim, complement_log_prob, dequantized_rows, split_subspace,
 )
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.config import _check
+from svhn_vae.config import check
 from svhn_vae.representation import PIXEL_MAX, Representation, iter_rows
 from svhn_vae.train import evaluate_loss
 from svhn_vae.vae import VAE
@@ -78,11 +78,11 @@ class EvalOptions:
     """Components of the PPCA baseline (0: the run's PCA components, or its latent size for pixel models)."""
 
     def __post_init__(self) -> None:
-        _check(self.importance_samples > 0, "eval", "importance_samples", "must be positive")
-        _check(self.max_examples >= 0, "eval", "max_examples", "must be >= 0")
-        _check(self.batch_size > 0, "eval", "batch_size", "must be positive")
-        _check(self.sample_chunk > 0, "eval", "sample_chunk", "must be positive")
-        _check(self.ppca_components >= 0, "eval", "ppca_components", "must be >= 0")
+        check(self.importance_samples > 0, "eval", "importance_samples", "must be positive")
+        check(self.max_examples >= 0, "eval", "max_examples", "must be >= 0")
+        check(self.batch_size > 0, "eval", "batch_size", "must be positive")
+        check(self.sample_chunk > 0, "eval", "sample_chunk", "must be positive")
+        check(self.ppca_components >= 0, "eval", "ppca_components", "must be >= 0")
 
 
 # --- likelihood bounds -----------------------------------------------------------------------------

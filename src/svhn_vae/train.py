@@ -113,7 +113,8 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
         if step % 20 == 0 or start + bs >= n:  # an occasional host sync catches NaNs early enough
             if not torch.isfinite(totals).all():
                 raise _NonFinite
-            bar.set_postfix(loss=f"{totals[0].item() / (start + len(idx)):.2f}", refresh=False)
+            loss_, rec_, kl_ = (totals / (start + len(idx))).tolist()
+            bar.set_postfix(loss=f"{loss_:.2f}", rec=f"{rec_:.2f}", kl=f"{kl_:.2f}", refresh=False)
         bar.update(len(idx))
     loss, rec, kl = (totals / n).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}

@@ -85,9 +85,9 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, generator=generator, n=n_samples)  # (S, B, L)
         rec = self.decode(z.flatten(0, 1)).log_prob(x.repeat(n_samples, 1)).view(n_samples, -1)
-        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        log_q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
-        return rec + log_prior - log_q
+        # log N(z; 0, I) - log N(z; mu, exp(logvar)); the log(2 pi) terms cancel.
+        noise_sq = (z - mu).pow(2) * torch.exp(-logvar)
+        return rec - 0.5 * (z.pow(2) - noise_sq - logvar).sum(-1)
 
     @torch.no_grad()
     def sample_latents(self, n: int, *, temperature: float = 1.0,
