@@ -105,3 +105,20 @@ def test_fit_full_pca_keeps_every_component():
 
 def fit_pca_all(x: torch.Tensor) -> PCA:
     return PCA(None).fit(x)
+
+
+def test_independent_bernoulli_baseline_matches_torch_distributions():
+    from torch.distributions import Bernoulli, Independent
+
+    from svhn_vae.baselines import bernoulli_baseline_metrics, binarized_rows
+
+    rng = np.random.default_rng(5)
+    train = rng.integers(0, 256, (200, 3, 3, 1), dtype=np.uint8)
+    train[:, 0, 0, 0] = 0  # a never-lit pixel: its marginal is clamped to 1e-3, so the cost stays finite
+    test = rng.integers(0, 256, (30, 3, 3, 1), dtype=np.uint8)
+    out = bernoulli_baseline_metrics(train_images=train, test_images=test, seed=2, batch_size=7)
+    probs = torch.from_numpy(train.reshape(200, -1).mean(0) / 255.0).clamp(1e-3, 1 - 1e-3).float()
+    x = torch.cat(list(binarized_rows(test, seed=2, batch_size=7)))
+    expected = -Independent(Bernoulli(probs=probs.expand_as(x)), 1).log_prob(x).mean().item()
+    assert out["independent_bernoulli_nats"] == pytest.approx(expected, rel=1e-5)
+    assert out["independent_bernoulli_bpd"] == pytest.approx(expected / (9 * math.log(2)), rel=1e-5)

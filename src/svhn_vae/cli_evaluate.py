@@ -38,6 +38,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("bpd IWAE", "eval.bpd_iwae", "{:.4f}"),
     ("bpd Gauss", "eval.baselines.gaussian_bpd", "{:.4f}"),
     ("bpd PPCA", "eval.baselines.ppca_bpd", "{:.4f}"),
+    ("NLL indep.", "eval.baselines.independent_bernoulli_nats", "{:.2f}"),
     ("PCA rec", "eval.pca_space.rec", "{:.2f}"),
     ("PCA KL", "eval.pca_space.kl", "{:.2f}"),
     ("PSNR dB", "eval.reconstruction.psnr", "{:.2f}"),
@@ -97,7 +98,7 @@ def _default_out(run: Path) -> Path:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from svhn_vae.checkpoint import load_trained, write_json
-    from svhn_vae.evaluate import EvalOptions, evaluate, scores_dequantized_pixels
+    from svhn_vae.evaluate import EvalOptions, evaluate
     from svhn_vae.train import resolve_device
 
     options = EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)})
@@ -107,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     test = _load_images(cfg, args.split, args)
     if options.max_examples:
         test = (test[0][:options.max_examples], test[1][:options.max_examples])
-    need_train = (options.baselines and scores_dequantized_pixels(trained)) or args.probe or args.quality
+    need_train = options.baselines or args.probe or args.quality
     train = _training_images(cfg, args) if need_train else None
     result = {"run": str(args.run), "which": args.which, "preset": cfg.preset, "dataset": cfg.data.dataset,
               "device": str(device)}
@@ -134,7 +135,10 @@ def summary(result: dict[str, Any]) -> str:
              f"{result['n']} {result['split']} images, K={result['importance_samples']}, {result['seconds']:.0f} s",
              f"  ELBO {_fmt(result['elbo_nats'], '{:.2f}')} nats  {_fmt(result['bpd_elbo'], '{:.4f}')} {unit}",
              f"  IWAE {_fmt(result['iwae_nats'], '{:.2f}')} nats  {_fmt(result['bpd_iwae'], '{:.4f}')} {unit}"]
-    if (base := result.get("baselines")) is not None:
+    if (base := result.get("baselines")) is not None and "independent_bernoulli_nats" in base:
+        lines.append(f"  baseline: independent Bernoulli pixels {_fmt(base['independent_bernoulli_nats'], '{:.2f}')} nats; "
+                     f"the VAE gains {_fmt(result['nats_gain_over_independent'], '{:.2f}')} nats")
+    elif base is not None:
         lines.append(f"  baselines: Gaussian {_fmt(base['gaussian_bpd'], '{:.4f}')}, PPCA({base['ppca_components']}) "
                      f"{_fmt(base['ppca_bpd'], '{:.4f}')} bits/dim; the VAE gains "
                      f"{_fmt(result['bpd_gain_over_ppca'], '{:.4f}')} bits/dim over PPCA")

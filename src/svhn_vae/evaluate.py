@@ -32,11 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from svhn_vae.baselines import (
-    baseline_metrics, bits_per_dim, complement_log_prob, dequantized_rows, split_subspace,
+    baseline_metrics, bernoulli_baseline_metrics, binarized_rows, bits_per_dim, complement_log_prob, dequantized_rows, split_subspace,
 )
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.config import check
-from svhn_vae.representation import PIXEL_MAX, Representation, iter_rows
+from svhn_vae.representation import PIXEL_MAX, Representation
 from svhn_vae.train import evaluate_loss
 from svhn_vae.vae import VAE
 
@@ -131,9 +131,7 @@ def _scored_batches(trained: TrainedModel, images: np.ndarray, *, seed: int, bat
         for u in dequantized_rows(images, seed=seed, batch_size=batch_size):
             yield pixels_to_model_space(trained.representation, u.to(device))
         return
-    gen = torch.Generator().manual_seed(seed)
-    for rows in iter_rows(images, batch_size):
-        x = torch.bernoulli(torch.tensor(np.asarray(rows), dtype=torch.float32) / PIXEL_MAX, generator=gen)
+    for x in binarized_rows(images, seed=seed, batch_size=batch_size):
         yield x.to(device), torch.zeros(len(x), dtype=torch.float64, device=device)
 
 
@@ -227,7 +225,8 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
     """Every metric of a trained VAE on uint8 test ``images`` (N, H, W, C); the dict of ``eval.json``.
 
     ``train_images`` are needed for the Gaussian baselines (skipped when None or
-    ``options.baselines`` is off; Bernoulli models have none: their data are binary).
+    ``options.baselines`` is off). Gaussian models get the full-covariance Gaussian and PPCA in
+bits/dim; Bernoulli models the independent-Bernoulli baseline in nats on the same binary pixels.
     """
     options = options if options is not None else EvalOptions()
     images = images[:options.max_examples] if options.max_examples else images
@@ -246,5 +245,9 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
                                   test_images=images, components=ppca_components(trained, options),
                                   seed=options.seed)
         out["bpd_gain_over_ppca"] = out["baselines"]["ppca_bpd"] - out["bpd_iwae"]
+    elif options.baselines and train_images is not None:
+        out["baselines"] = _timed(timings, "baselines", bernoulli_baseline_metrics, train_images=train_images,
+                                  test_images=images, seed=options.seed, batch_size=options.batch_size)
+        out["nats_gain_over_independent"] = out["baselines"]["independent_bernoulli_nats"] - out["nll_nats"]
     out["timings"], out["seconds"] = timings, sum(timings.values())
     return out
