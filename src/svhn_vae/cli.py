@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import importlib
 import inspect
 import json
 import logging
@@ -18,13 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from svhn_vae import cli_evaluate, cli_figures
 from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, get_preset
 from svhn_vae.errors import UserError
 
 log = logging.getLogger("svhn_vae")
 
-# Modules that add sub-commands through ``add_commands(subparsers)``.
-COMMAND_MODULES = ("svhn_vae.cli_figures", "svhn_vae.cli_evaluate")
 
 # --- config flags, generated from the dataclasses --------------------------------------------------
 
@@ -202,14 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.add_commands(sub)
+    cli_figures.add_commands(sub)
+    cli_evaluate.add_commands(sub)
     return parser
 
 

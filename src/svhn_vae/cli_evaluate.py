@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,29 +65,20 @@ def _training_images(cfg: Config, args: argparse.Namespace) -> tuple[np.ndarray,
     return (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
 
 
-def _optional(module_name: str, function: str) -> Callable[..., dict[str, Any]] | None:
-    """A function of an optional module, or None (logged) when the module is not installed."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        log.info("%s is not available: skipped", module_name)
-        return None
-    return getattr(module, function)
-
-
 def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.ndarray],
             train: tuple[np.ndarray, np.ndarray], device: Any) -> dict[str, Any]:
-    """The latent probe and the sample quality, each when asked for and available."""
+    """The latent probe and the sample quality, each when asked for."""
+    from svhn_vae.probe import latent_probe
+    from svhn_vae.quality import sample_quality
+
     common = {"train_images": train[0], "train_labels": train[1], "test_images": test[0], "test_labels": test[1],
               "seed": args.seed, "device": device}
     out: dict[str, Any] = {}
-    if args.probe and (probe := _optional("svhn_vae.probe", "latent_probe")) is not None:
-        out["probe"] = probe(trained, draws=args.probe_draws, **common)
-    if args.quality and (quality := _optional("svhn_vae.quality", "sample_quality")) is not None:
-        out["quality"] = quality(trained, dataset=trained.config.data.dataset, n_samples=args.quality_samples,
-                                 **common)
+    if args.probe:
+        out["probe"] = latent_probe(trained, draws=args.probe_draws, **common)
+    if args.quality:
+        out["quality"] = sample_quality(trained, dataset=trained.config.data.dataset,
+                                        n_samples=args.quality_samples, **common)
     return out
 
 
