@@ -84,6 +84,20 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return ckpt
 
 
+def check_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: bool) -> bool:
+    """Raise if the run folder cannot be used as asked; writes nothing. Returns whether a run is there."""
+    run_dir = Path(run_dir)
+    exists = (run_dir / CONFIG_FILE).exists()
+    if exists and resume:
+        if _without_epochs(load_run_config(run_dir)) != _without_epochs(config):
+            raise UserError(f"--resume: the settings differ from those stored in {run_dir / CONFIG_FILE}; "
+                            "resume without changing flags (only --epochs may change), or start a new --run-dir")
+    elif exists and not overwrite:
+        raise UserError(f"run folder {run_dir} already holds a run; pass --resume to continue it "
+                        "or --overwrite to replace it")
+    return exists
+
+
 def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: bool) -> bool:
     """Create (or reopen) a run folder; returns True when resuming from a checkpoint.
 
@@ -91,20 +105,13 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
     config matches the requested one, so a resumed run cannot silently change its settings.
     """
     run_dir = Path(run_dir)
-    exists = (run_dir / CONFIG_FILE).exists()
+    exists = check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     if exists and resume:
-        stored = load_run_config(run_dir)
-        if _without_epochs(stored) != _without_epochs(config):
-            raise UserError(f"--resume: the settings differ from those stored in {run_dir / CONFIG_FILE}; "
-                            "resume without changing flags (only --epochs may change), or start a new --run-dir")
         write_json(run_dir / CONFIG_FILE, config.to_dict())
         if not checkpoint_path(run_dir).exists():  # killed before the first checkpoint: start afresh
             truncate_metrics(run_dir, last_epoch=0)
             return False
         return True
-    if exists and not overwrite:
-        raise UserError(f"run folder {run_dir} already holds a run; pass --resume to continue it "
-                        "or --overwrite to replace it")
     if exists:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -191,9 +191,9 @@ def reconstruction_metrics(trained: TrainedModel, images: np.ndarray, *, batch_s
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         target = torch.tensor(np.asarray(batch), dtype=torch.float32, device=device) / PIXEL_MAX
-        mu, _ = model.encode(rep.encode(batch, device=device))
-        recon = rep.decode(model.decode(mu).mean())
-        projected = rep.project(batch).to(device) if rep.pca is not None else target
+        x = rep.encode(batch, device=device)  # PCA codes once, for the VAE and the PCA-only projection
+        recon = rep.decode(model.decode(model.encode(x)[0]).mean())
+        projected = rep.decode(x) if rep.pca is not None else target
         sq += torch.stack([(recon - target).pow(2).sum(), (projected - target).pow(2).sum()]).double().cpu()
     mse, pca_mse = (sq / (len(images) * rep.pixel_dim)).tolist()
     pca_only = rep.pca is not None

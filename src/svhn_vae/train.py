@@ -190,8 +190,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     torch.manual_seed(tc.seed)
     device = resolve_device(tc.device)
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None and not resume and not overwrite and (run_dir / ckpt.CONFIG_FILE).exists():
-        ckpt.prepare_run_dir(run_dir, cfg, resume=False, overwrite=False)  # refuses before any slow work
+    if run_dir is not None:
+        ckpt.check_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)  # refuse before any slow work
 
     # --- data and representation (PCA fitted on the training images only) -----------------------
     data = data if data is not None else load_train_data(cfg)  # before the run folder: no empty runs
