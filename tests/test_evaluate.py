@@ -246,3 +246,48 @@ def test_cli_evaluate_errors_are_one_line(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
     assert cli.main(["compare", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_a_non_finite_metric_is_an_error_naming_it():
+    from svhn_vae.evaluate import MetricNotFinite, check_finite
+
+    check_finite({"a": 1.0, "b": [2.0, {"c": None}], "d": "text"})
+    with pytest.raises(MetricNotFinite, match=r"metric b\[1\]\.c is nan"):
+        check_finite({"a": 1.0, "b": [2.0, {"c": float("nan")}]})
+    with pytest.raises(MetricNotFinite, match="metric bpd is inf"):
+        check_finite({"bpd": math.inf})
+    assert psnr(0.0) is None and psnr(0.01) == pytest.approx(20.0)
+
+
+def test_cli_evaluate_refuses_a_nan_metric_and_writes_nothing(tmp_path, capsys):
+    run_dir, data_dir = tiny_run(tmp_path)
+    path = run_dir / "checkpoints" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    state["model"] = {k: v * float("nan") if k.endswith("loc.bias") else v for k, v in state["model"].items()}
+    torch.save(state, path)
+    argv = ["evaluate", str(run_dir), "--data-dir", str(data_dir), "--importance-samples", "2", "--max-examples", "4",
+            "--no-probe", "--no-quality", "--no-baselines", "--no-progress", "--device", "cpu"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is nan" in err and "nothing was written" in err
+    assert not (run_dir / "eval.json").exists()
+
+
+def test_cli_evaluate_on_the_held_out_validation_part(tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    train_images, _ = write_fake_split("mnist", "train", data_dir, num_examples=80, seed=1)
+    cfg = get_preset("fast").replace("data", dataset="mnist", download=False, data_dir=str(data_dir),
+                                     val_fraction=0.25)
+    cfg = cfg.replace("model", latent_dim=3, encoder_shared=(16,), decoder=(16,), dropout=0.0)
+    cfg = cfg.replace("pca", components=8).replace("train", epochs=1, batch_size=32, sample_every=0, device="cpu")
+    train(cfg, run_dir=tmp_path / "run")
+    argv = ["evaluate", str(tmp_path / "run"), "--split", "val", "--importance-samples", "2", "--no-probe",
+            "--no-quality", "--no-progress", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert result["split"] == "val" and result["n"] == 20 and result["baselines"]["train_n"] == 60
+    capsys.readouterr()
+    tiny, _ = tiny_run(tmp_path, "no-val")
+    assert cli.main(["evaluate", str(tiny), "--split", "val", "--data-dir", str(data_dir), "--no-probe",
+                     "--no-quality"]) == 2
+    assert "--val-fraction" in capsys.readouterr().err

@@ -69,6 +69,7 @@ def test_run_folder_files_and_save_load_identical_outputs(rgb, tmp_path):
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoints"}
     assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
     assert [r["epoch"] for r in ckpt.read_metrics(run)] == [1, 2]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(run, "best"))["epoch"] == 2  # no early stopping: best is last
     loaded = ckpt.load_trained(run, which="last")
     x = result.representation.encode(rgb.images[:16])
     assert torch.equal(loaded.model.encode(x)[0], result.model.encode(x)[0])

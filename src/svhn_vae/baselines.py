@@ -30,7 +30,7 @@ import torch
 
 from svhn_vae.errors import UserError
 from svhn_vae.pca import PCA
-from svhn_vae.representation import iter_rows
+from svhn_vae.representation import dequantize, dequantized_rows, iter_rows
 
 __all__ = [
     "RIDGE", "SubspaceGaussian", "baseline_metrics", "bernoulli_baseline_metrics", "binarized_rows", "bits_per_dim", "complement_log_prob", "dequantize",
@@ -50,19 +50,6 @@ def bits_per_dim(nll_nats: float | torch.Tensor, *, dims: int, scale: float = 25
     function such as the Bernoulli likelihood of binarized pixels.
     """
     return (nll_nats + dims * math.log(scale)) / (dims * math.log(2))
-
-
-def dequantize(images: np.ndarray | torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
-    """Flat float64 rows (N, D) u = (x + U[0, 1)) / 256 in [0, 1) from uint8 images (N, ...), on the CPU."""
-    x = torch.tensor(np.asarray(images), dtype=torch.float64).reshape(len(images), -1)
-    return (x + torch.rand(x.shape, generator=generator, dtype=torch.float64)) / 256.0
-
-
-def dequantized_rows(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> Iterator[torch.Tensor]:
-    """Dequantized (n, D) float64 batches of uint8 images (N, H, W, C), one seeded noise stream."""
-    generator = torch.Generator().manual_seed(seed)
-    for rows in iter_rows(images, batch_size):
-        yield dequantize(rows, generator=generator)
 
 
 def binarized_rows(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> Iterator[torch.Tensor]:

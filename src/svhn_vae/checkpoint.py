@@ -3,8 +3,8 @@
 A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoints/{last,best}.pt`` and figures.
 A checkpoint is a plain dict::
 
-    {"format_version": 1, "config": {...}, "model": state_dict, "optimizer": state_dict | None,
-     "epoch": int, "pca": {...} | None, "train_state": {...}}
+    {"format_version": 2, "config": {...}, "model": state_dict, "optimizer": state_dict | None,
+     "scheduler": state_dict, "epoch": int, "representation": {...}, "train_state": {...}}
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from svhn_vae.errors import UserError
 from svhn_vae.representation import Representation
 from svhn_vae.vae import VAE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: heads keep the data variance, representations say whether they dequantize, the LR schedule is saved."""
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"

@@ -23,6 +23,8 @@ from svhn_vae.errors import UserError
 log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
+VAL_SPLIT = "val"
+"""``--split val``: the run's held-out part of its training split, for tuning without touching test."""
 
 # (column header, dotted path into {"config", "metrics", "eval"}, format of a number)
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -48,9 +50,18 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 # --- evaluate -------------------------------------------------------------------------------------
 
 def _load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, H, W, C) and labels (N,) of one or several '+'-joined splits of the run's dataset."""
+    """uint8 images (N, H, W, C) and labels (N,) of one or several '+'-joined splits of the run's
+    dataset, or of 'val', the part of the training split(s) the run held out (``val_fraction``)."""
     from svhn_vae.data import load_split
+    from svhn_vae.train import validation_split
 
+    if splits == VAL_SPLIT:
+        if cfg.data.val_fraction == 0:
+            raise UserError("--split val needs a run trained with --val-fraction > 0; it held nothing out")
+        images, labels = _load_images(cfg, cfg.data.train_split, args)
+        images, labels = (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
+        _, val_idx = validation_split(cfg, len(images))
+        return images[val_idx], labels[val_idx]
     data_dir = args.data_dir if args.data_dir is not None else cfg.data.data_dir
     parts = [load_split(cfg.data.dataset, name, data_dir=data_dir, download=args.download)
              for name in splits.split("+")]
@@ -60,9 +71,16 @@ def _load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np
 
 
 def _training_images(cfg: Config, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """The run's training images and labels, limited as in training (``data.limit``)."""
+    """The run's training images and labels as in training: limited (``data.limit``), without the
+    validation part."""
+    from svhn_vae.train import validation_split
+
     images, labels = _load_images(cfg, cfg.data.train_split, args)
-    return (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
+    images, labels = (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
+    if cfg.data.val_fraction == 0:
+        return images, labels
+    train_idx, _ = validation_split(cfg, len(images))
+    return images[train_idx], labels[train_idx]
 
 
 def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.ndarray],
@@ -88,7 +106,7 @@ def _default_out(run: Path) -> Path:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from svhn_vae.checkpoint import load_trained, write_json
-    from svhn_vae.evaluate import EvalOptions, evaluate
+    from svhn_vae.evaluate import EvalOptions, check_finite, evaluate
     from svhn_vae.train import resolve_device
 
     options = EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)})
@@ -106,6 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                            options=options, device=device, progress=not args.no_progress))
     if train is not None:
         result.update(_extras(args, trained, test, train, device))
+    check_finite(result)
     out = args.out if args.out is not None else _default_out(args.run)
     write_json(out, result)
     print(summary(result))
@@ -203,7 +222,8 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     d = EvalOptions()
     p.add_argument("run", type=Path, help="run folder (or checkpoint file) to evaluate")
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of the run folder")
-    p.add_argument("--split", default=d.split, help="held-out split ('+' joins several)")
+    p.add_argument("--split", default=d.split,
+                   help="held-out split ('+' joins several), or 'val': the part of the training split the run held out")
     p.add_argument("--importance-samples", type=int, default=d.importance_samples, metavar="K",
                    help="importance samples K of the IWAE bound")
     p.add_argument("--max-examples", type=int, default=d.max_examples, metavar="N", help="first N images only (0: all)")

@@ -6,9 +6,10 @@ Likelihoods (see ARCHITECTURE.md, "Pixel-space likelihood of a PCA model"):
   (a seeded noise draw). A pixel model's density is on u directly. A PCA model's density is the
   VAE's on the K kept coordinates c = (u - mean) @ V^T (divided by sqrt(eigenvalue) when whitened,
   which adds the log-Jacobian -0.5 sum(log eigenvalue)) times an isotropic Gaussian with variance
-  ``pca.noise_variance_`` on the D - K discarded directions. The VAE was trained on the codes of
-  pixels/255, not of (x + U) / 256: that changes nothing about the maths, it is a density on
-  [0, 1]^D either way, and it scores the slightly shifted points as it finds them.
+  ``pca.noise_variance_`` on the D - K discarded directions. By default the VAE was trained on
+  exactly such dequantized pixels; a write-up model (``--no-dequantize``) was trained on
+  pixels/255, which changes nothing about the maths (a density on [0, 1]^D either way), it scores
+  the slightly shifted points as it finds them.
 * Bernoulli models are scored on pixels binarized once, x_b ~ Bernoulli(pixel / 255), with a fixed
   seed: the standard "dynamically binarized MNIST" test NLL in nats that papers report.
 
@@ -16,6 +17,9 @@ For every example two lower bounds on log p, in nats: the ELBO (the mean of the 
 log-weights, a K-sample Monte Carlo ELBO) and the IWAE bound (their log-mean-exp, Burda et al.
 2016), computed from the same draws, so IWAE >= ELBO holds per example. Bits per dimension are
 (-bound + D ln 256) / (D ln 2) for densities on [0, 1]^D and -bound / (D ln 2) for binary pixels.
+
+No metric is ever reported non-finite: :func:`check_finite` turns a NaN or infinity anywhere in a
+result into a :class:`MetricNotFinite` error naming the metric, before anything is written.
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ from svhn_vae.baselines import (
 )
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.config import check
+from svhn_vae.errors import UserError
 from svhn_vae.representation import PIXEL_MAX, Representation
 from svhn_vae.train import evaluate_loss
 from svhn_vae.vae import VAE
 
 __all__ = [
-    "BLOG_2017_PCA_SPACE", "EvalOptions", "evaluate", "importance_bounds", "likelihood_metrics",
+    "BLOG_2017_PCA_SPACE", "EvalOptions", "MetricNotFinite", "check_finite", "evaluate", "importance_bounds",
+    "likelihood_metrics",
     "pca_space_elbo", "pixels_to_model_space", "ppca_components", "psnr", "reconstruction_metrics",
     "scores_dequantized_pixels",
 ]
@@ -83,6 +89,25 @@ class EvalOptions:
         check(self.batch_size > 0, "eval", "batch_size", "must be positive")
         check(self.sample_chunk > 0, "eval", "sample_chunk", "must be positive")
         check(self.ppca_components >= 0, "eval", "ppca_components", "must be >= 0")
+
+
+class MetricNotFinite(UserError):
+    """A metric came out NaN or infinite: a result that must not be reported."""
+
+
+def check_finite(result: Any, path: str = "") -> None:
+    """Raise :class:`MetricNotFinite` naming the first NaN or infinite number in a nested result."""
+    if isinstance(result, dict):
+        for key, value in result.items():
+            check_finite(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(result, (list, tuple)):
+        for i, value in enumerate(result):
+            check_finite(value, f"{path}[{i}]")
+    elif isinstance(result, float) and not math.isfinite(result):
+        raise MetricNotFinite(
+            f"metric {path} is {result}: nothing was written. Likely causes: the model's weights or its output "
+            "variance are not finite (check the run's metrics.jsonl), or a PCA direction with zero variance "
+            "(retrain with --dequantize)")
 
 
 # --- likelihood bounds -----------------------------------------------------------------------------
@@ -165,7 +190,8 @@ def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_
 def pca_space_elbo(trained: TrainedModel, images: np.ndarray, *, seed: int = 0, batch_size: int = 1000,
                    device: torch.device | str = "cpu") -> dict[str, Any] | None:
     """The write-up's figure: one-sample reconstruction term log p(c|z), analytic KL and their
-    difference, mean nats per image in the K-dim PCA space of pixels/255 (None for pixel models)."""
+    difference, mean nats per image in the K-dim PCA space the model was trained in (of pixels/255
+    as in the write-up, or of seeded dequantized pixels); None for pixel models."""
     rep = trained.representation
     if rep.pca is None:
         return None
@@ -176,9 +202,10 @@ def pca_space_elbo(trained: TrainedModel, images: np.ndarray, *, seed: int = 0, 
             "components": rep.pca.n_components_, "eps": eps, "reference_blog_2017": BLOG_2017_PCA_SPACE}
 
 
-def psnr(mse: float) -> float:
-    """Peak signal-to-noise ratio in dB of a mean squared error of pixels in [0, 1]: 10 log10(1 / mse)."""
-    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+def psnr(mse: float) -> float | None:
+    """Peak signal-to-noise ratio in dB of a mean squared error of pixels in [0, 1]: 10 log10(1 / mse);
+    None (undefined) for a perfect reconstruction."""
+    return 10 * math.log10(1.0 / mse) if mse > 0 else None
 
 
 @torch.inference_mode()
@@ -250,4 +277,5 @@ bits/dim; Bernoulli models the independent-Bernoulli baseline in nats on the sam
                                   test_images=images, seed=options.seed, batch_size=options.batch_size)
         out["nats_gain_over_independent"] = out["baselines"]["independent_bernoulli_nats"] - out["nll_nats"]
     out["timings"], out["seconds"] = timings, sum(timings.values())
+    check_finite(out)
     return out

@@ -5,7 +5,9 @@ dimensions), ``mean()`` and ``sample(generator=...)``. Each head is an ``nn.Modu
 decoder's last hidden features to one distribution. The model picks a head by config name
 (:func:`make_head`), never by dataset.
 
-Gaussians are diagonal and work the same on PCA codes or on pixels. Their variance is:
+Gaussians are diagonal and work the same on PCA codes or on pixels. Every head can start from the
+training data (``init_from_data``): the mean at the data mean and the variance at each dimension's
+data variance, so no dimension begins with a variance orders of magnitude off. Their variance is:
 - ``gaussian-fixed``: one constant (Doersch's tutorial);
 - ``gaussian-relu-eps``: ReLU(v) + eps, the write-up's fix for the unstable log-variance head;
 - ``gaussian-logvar``: exp of a log-variance head (Kingma & Welling) with a soft floor;
@@ -66,21 +68,70 @@ class Gaussian:
         return self.loc + noise * self.var.sqrt()
 
 
+def _last_layer(layer: nn.Module) -> nn.Linear | nn.Conv2d:
+    """The Linear or Conv2d that produces an output layer's values."""
+    found = [m for m in layer.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return found[-1]
+
+
+@torch.no_grad()
+def init_output(layer: nn.Module, bias: torch.Tensor, *, weight_scale: torch.Tensor | None = None) -> None:
+    """Start an output layer at ``bias`` (D,): per dimension for a Linear layer, the per-channel mean
+    for a convolution (outputs flattened in (H, W, C) order). The weights are zeroed, or, with
+    ``weight_scale`` (D,), each output row of a Linear layer keeps its random init times that scale."""
+    last = _last_layer(layer)
+    if isinstance(last, nn.Conv2d):
+        last.weight.zero_()
+        last.bias.copy_(bias.view(-1, last.out_channels).mean(0))
+        return
+    if weight_scale is None:
+        last.weight.zero_()
+    else:
+        last.weight.mul_(weight_scale[:, None])
+    last.bias.copy_(bias)
+
+
 class BernoulliHead(nn.Module):
     def __init__(self, output_layer: OutputLayer) -> None:
         super().__init__()
         self.logits = output_layer()
+
+    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Start the logits at the training pixels' marginals: decode(z) is their mean for every z."""
+        init_output(self.logits, torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
 
     def forward(self, h: torch.Tensor) -> Bernoulli:
         return Bernoulli(self.logits(h))
 
 
 class GaussianHead(nn.Module):
-    """A linear mean; subclasses define :meth:`variance` (the one hook that varies)."""
+    """A linear mean; subclasses define :meth:`variance` and :meth:`init_variance` (the hooks that vary).
 
-    def __init__(self, output_layer: OutputLayer) -> None:
+    ``data_var`` (D,) is each output dimension's variance in the training data, set by
+    :meth:`init_from_data` and kept in the state dict: with ``relative`` the variance settings
+    (eps, fixed variance, log-variance floor) are in its units.
+    """
+
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool) -> None:
         super().__init__()
         self.loc = output_layer()
+        self.relative = relative
+        self.register_buffer("data_var", torch.ones(data_dim))
+
+    def unit(self) -> torch.Tensor:
+        """(D,) the unit of the variance settings: the data variance, or 1."""
+        return self.data_var if self.relative else torch.ones_like(self.data_var)
+
+    @torch.no_grad()
+    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Start at the data: mean output ``mean`` (D,) with each weight row scaled by the dimension's
+        standard deviation, and output variance ``var`` (D,) (a constant in z)."""
+        self.data_var.copy_(var)
+        init_output(self.loc, mean, weight_scale=var.sqrt())
+        self.init_variance(var)
+
+    def init_variance(self, var: torch.Tensor) -> None:
+        raise NotImplementedError
 
     def variance(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -90,49 +141,78 @@ class GaussianHead(nn.Module):
 
 
 class FixedVarianceHead(GaussianHead):
-    def __init__(self, output_layer: OutputLayer, *, variance: float) -> None:
-        super().__init__(output_layer)
-        self.register_buffer("var", torch.tensor(float(variance)))
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, variance: float) -> None:
+        super().__init__(output_layer, data_dim=data_dim, relative=relative)
+        self.fixed = float(variance)
+
+    def init_variance(self, var: torch.Tensor) -> None:
+        pass  # nothing to learn: fixed_variance (times data_var when relative) is the variance
 
     def variance(self, h: torch.Tensor) -> torch.Tensor:
-        return self.var.expand(1)
+        return self.fixed * self.unit()
 
 
 class ReluEpsHead(GaussianHead):
     """variance = ReLU(v(h)) + eps; ``v`` may start with dense blocks (the write-up used one of 500)."""
 
-    def __init__(self, output_layer: OutputLayer, *, var_net: nn.Module, eps: float, frozen: bool) -> None:
-        super().__init__(output_layer)
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, var_net: nn.Module, eps: float,
+                 frozen: bool) -> None:
+        super().__init__(output_layer, data_dim=data_dim, relative=relative)
         self.var_net = var_net
         self.eps = eps
         # The write-up's Keras model left this head out of the trained graph: it kept its random init.
+        self.frozen = frozen
         self.var_net.requires_grad_(not frozen)
 
+    def init_variance(self, var: torch.Tensor) -> None:
+        if self.frozen:
+            return
+        # ReLU(v) + eps = var where var > eps (always with a relative eps < 1); eps, the smallest it can be, elsewhere.
+        init_output(self.var_net, (var - self.eps * self.unit()).clamp_min(0.0))
+
     def variance(self, h: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.var_net(h)) + self.eps
+        return F.relu(self.var_net(h)) + self.eps * self.unit()
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """x with softplus(x) = y > 0."""
+    return y + torch.log(-torch.expm1(-y))
 
 
 class LogVarHead(GaussianHead):
     """variance = exp(logvar); a soft floor ``min + softplus(raw - min)`` keeps it from collapsing."""
 
-    def __init__(self, output_layer: OutputLayer, *, logvar_min: float) -> None:
-        super().__init__(output_layer)
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, logvar_min: float) -> None:
+        super().__init__(output_layer, data_dim=data_dim, relative=relative)
         self.logvar = output_layer()
         self.logvar_min = logvar_min
 
+    def floor(self) -> torch.Tensor | None:
+        """(D,) the log-variance floor, or None without one."""
+        return self.logvar_min + self.unit().log() if math.isfinite(self.logvar_min) else None
+
+    def init_variance(self, var: torch.Tensor) -> None:
+        floor, target = self.floor(), var.log()
+        if floor is not None:  # raw such that floor + softplus(raw - floor) = log var
+            target = floor + _inverse_softplus((target - floor).clamp_min(1e-6))
+        init_output(self.logvar, target)
+
     def variance(self, h: torch.Tensor) -> torch.Tensor:
-        raw = self.logvar(h)
-        if math.isfinite(self.logvar_min):
-            raw = self.logvar_min + F.softplus(raw - self.logvar_min)
+        raw, floor = self.logvar(h), self.floor()
+        if floor is not None:
+            raw = floor + F.softplus(raw - floor)
         return torch.exp(raw)
 
 
 class SharedVarianceHead(GaussianHead):
     """One learned log-variance per output dimension, shared by all z."""
 
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int) -> None:
-        super().__init__(output_layer)
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool) -> None:
+        super().__init__(output_layer, data_dim=data_dim, relative=relative)
         self.log_var = nn.Parameter(torch.zeros(data_dim))
+
+    def init_variance(self, var: torch.Tensor) -> None:
+        self.log_var.copy_(var.log())
 
     def variance(self, h: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_var)
@@ -148,12 +228,13 @@ def make_head(cfg: ModelConfig, *, data_dim: int, output_layer: OutputLayer,
     name = cfg.likelihood
     if name == "bernoulli":
         return BernoulliHead(output_layer)
+    common = {"data_dim": data_dim, "relative": cfg.relative_variance}
     if name == "gaussian-fixed":
-        return FixedVarianceHead(output_layer, variance=cfg.fixed_variance)
+        return FixedVarianceHead(output_layer, variance=cfg.fixed_variance, **common)
     if name == "gaussian-relu-eps":
-        return ReluEpsHead(output_layer, var_net=var_net(), eps=cfg.eps, frozen=cfg.frozen_variance_head)
+        return ReluEpsHead(output_layer, var_net=var_net(), eps=cfg.eps, frozen=cfg.frozen_variance_head, **common)
     if name == "gaussian-logvar":
-        return LogVarHead(output_layer, logvar_min=cfg.logvar_min)
+        return LogVarHead(output_layer, logvar_min=cfg.logvar_min, **common)
     if name == "gaussian-shared":
-        return SharedVarianceHead(output_layer, data_dim=data_dim)
+        return SharedVarianceHead(output_layer, **common)
     raise ValueError(f"unknown likelihood {name!r}")  # unreachable: ModelConfig validates it

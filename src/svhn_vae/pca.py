@@ -132,11 +132,20 @@ class PCA:
             raise UserError("this PCA is not fitted yet: call fit() first or load a fitted one")
 
     def _params(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean, components and per-component scale, on ``like``'s device and float dtype."""
+        """Mean, components and per-component scale, on ``like``'s device and float dtype.
+
+        Cached per (device, dtype): training transforms every batch, and converting the (K, D)
+        float64 basis each time would cost as much as the projection.
+        """
         self._check_fitted()
         dtype = like.dtype if like.is_floating_point() else torch.float32
-        scale = self.explained_variance_.sqrt() if self.whiten else torch.ones_like(self.explained_variance_)
-        return tuple(t.to(device=like.device, dtype=dtype) for t in (self.mean_, self.components_, scale))
+        cache = self.__dict__.setdefault("_param_cache", {})
+        key = (like.device, dtype, id(self.components_), self.whiten)
+        if key not in cache:
+            scale = self.explained_variance_.sqrt() if self.whiten else torch.ones_like(self.explained_variance_)
+            cache.clear()
+            cache[key] = tuple(t.to(device=like.device, dtype=dtype) for t in (self.mean_, self.components_, scale))
+        return cache[key]
 
     def transform(self, X: Array) -> torch.Tensor:
         """Codes (N, K) of rows (N, D): (X - mean) @ components.T, divided by sqrt(eigenvalue) if whiten."""

@@ -2,8 +2,16 @@
 
 Images enter as uint8 (N, H, W, C) and are flattened in that order. ``prepare`` turns a whole
 split into the compact tensor kept in memory for training (uint8 pixels, or float32 PCA codes
-computed once); ``to_input`` turns a batch of it into model input; ``decode`` maps model-space
-rows back to float images in [0, 1], through the inverse PCA and clipping where needed.
+computed once when nothing changes between epochs); ``to_input`` turns a batch of it into model
+input; ``decode`` maps model-space rows back to float images in [0, 1], through the inverse PCA
+and clipping where needed.
+
+Pixels become numbers in [0, 1] in one of two ways. Dequantized (Gaussian models, the default):
+u = (x + U[0, 1)) / 256 with fresh noise at every training step, exactly the data that the
+evaluation's bits/dim score, and the bin centres (x + 0.5) / 256 where a fixed input is wanted
+(figures, probes). Otherwise x / 255, as the write-up (and every Bernoulli model) did. With
+dequantization the PCA is fitted on dequantized pixels too, so no eigenvalue falls below the
+noise's 1 / (12 * 256^2) and whitening is safe on images with constant pixels (MNIST's borders).
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ import numpy as np
 import torch
 
 from svhn_vae.config import Config
+from svhn_vae.errors import UserError
 from svhn_vae.pca import PCA
 
 PIXEL_MAX = 255.0
+BINS = 256.0
 
 
 def iter_rows(images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
@@ -26,12 +36,27 @@ def iter_rows(images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[np
         yield images[i:i + batch_size].reshape(min(batch_size, len(images) - i), -1)
 
 
+def dequantize(images: np.ndarray | torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Flat float64 rows (N, D) u = (x + U[0, 1)) / 256 in [0, 1) from uint8 images (N, ...), on the CPU."""
+    x = torch.tensor(np.asarray(images), dtype=torch.float64).reshape(len(images), -1)
+    return (x + torch.rand(x.shape, generator=generator, dtype=torch.float64)) / BINS
+
+
+def dequantized_rows(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> Iterator[torch.Tensor]:
+    """Dequantized (n, D) float64 batches of uint8 images (N, H, W, C), one seeded noise stream
+    (the same numbers whatever the batch size)."""
+    generator = torch.Generator().manual_seed(seed)
+    for rows in iter_rows(images, batch_size):
+        yield dequantize(rows, generator=generator)
+
+
 class Representation:
     """The map between uint8 images and the VAE's input space."""
 
-    def __init__(self, image_shape: Sequence[int], pca: PCA | None = None) -> None:
+    def __init__(self, image_shape: Sequence[int], pca: PCA | None = None, *, dequantized: bool = False) -> None:
         self.image_shape = tuple(int(s) for s in image_shape)  # (H, W, C)
         self.pca = pca
+        self.dequantized = dequantized
 
     @property
     def pixel_dim(self) -> int:
@@ -45,29 +70,53 @@ class Representation:
 
     @classmethod
     def fit(cls, cfg: Config, splits: Sequence[np.ndarray], *, batch_size: int = 4096) -> Representation:
-        """Fit the PCA (if the config asks for one) on the training images only, streamed in batches."""
+        """Fit the PCA (if the config asks for one) on the training images only, streamed in batches;
+        on dequantized pixels (noise seeded by ``train.seed``) when the model trains on them."""
         image_shape = splits[0].shape[1:]
+        dequantized = cfg.data.dequantize and cfg.model.likelihood != "bernoulli"
         if cfg.model.input != "pca":
-            return cls(image_shape)
-        pca = PCA(cfg.pca.components, whiten=cfg.pca.whiten)
-        batches = (rows / PIXEL_MAX for images in splits for rows in iter_rows(images, batch_size))
-        return cls(image_shape, pca.fit_batches(batches))
+            return cls(image_shape, dequantized=dequantized)
+        if dequantized:
+            batches = (u for i, images in enumerate(splits)
+                       for u in dequantized_rows(images, seed=cfg.train.seed + i, batch_size=batch_size))
+        else:
+            batches = (rows / PIXEL_MAX for images in splits for rows in iter_rows(images, batch_size))
+        pca = PCA(cfg.pca.components, whiten=cfg.pca.whiten).fit_batches(batches)
+        if pca.whiten and float(pca.explained_variance_.min()) < 1e-10:
+            raise UserError("whitening divides by a PCA eigenvalue of almost 0 (pixels that never change); "
+                            "train with --dequantize, or keep fewer --components, or drop --whiten")
+        return cls(image_shape, pca, dequantized=dequantized)
 
     def prepare(self, images: np.ndarray, *, device: torch.device | str = "cpu",
                 batch_size: int = 8192) -> torch.Tensor:
-        """The whole split in its stored form: uint8 pixel rows (N, D) or float32 PCA codes (N, K)."""
-        if self.pca is None:
+        """The whole split in its stored form: uint8 pixel rows (N, D), or float32 PCA codes (N, K) of
+        pixels / 255 when nothing is dequantized (they never change, so they are computed once)."""
+        if self.pca is None or self.dequantized:
             return torch.tensor(np.asarray(images).reshape(len(images), -1), device=device)  # copies a read-only memmap
         codes = [self.pca.transform(torch.from_numpy(np.asarray(rows, dtype=np.float32)) / PIXEL_MAX)
                  for rows in iter_rows(images, batch_size)]
         return torch.cat(codes).to(device)
 
-    def to_input(self, stored: torch.Tensor) -> torch.Tensor:
-        """Model input (B, D) float32 from a batch of the stored form."""
-        return stored.float() / PIXEL_MAX if self.pca is None else stored
+    def to_input(self, stored: torch.Tensor, *, noise: bool = False,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Model input (B, D) float32 from a batch of the stored form.
+
+        Dequantized pixels get fresh uniform noise with ``noise`` (from ``generator``, else the
+        global RNG), else the centre of each bin.
+        """
+        if stored.dtype != torch.uint8:
+            return stored  # PCA codes computed once
+        x = stored.float()
+        if not self.dequantized:
+            u = x / PIXEL_MAX
+        elif noise:
+            u = (x + torch.rand(x.shape, generator=generator, device=x.device)) / BINS
+        else:
+            u = (x + 0.5) / BINS
+        return u if self.pca is None else self.pca.transform(u)
 
     def encode(self, images: np.ndarray | torch.Tensor, *, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Model input for uint8 images (N, H, W, C)."""
+        """Model input for uint8 images (N, H, W, C) (bin centres when dequantized)."""
         return self.to_input(self.prepare(np.asarray(images), device=device))
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,9 +129,10 @@ class Representation:
         return self.decode(self.encode(images))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"image_shape": list(self.image_shape), "pca": None if self.pca is None else self.pca.state_dict()}
+        return {"image_shape": list(self.image_shape), "pca": None if self.pca is None else self.pca.state_dict(),
+                "dequantized": self.dequantized}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Representation:
         pca = None if state["pca"] is None else PCA.from_state_dict(state["pca"])
-        return cls(state["image_shape"], pca)
+        return cls(state["image_shape"], pca, dequantized=bool(state["dequantized"]))

@@ -1,8 +1,9 @@
-"""The training loop: Adam, early stopping, a NaN guard, checkpoints every epoch, exact resume.
+"""The training loop: Adam, a learning-rate schedule, early stopping, a NaN guard, checkpoints
+every epoch, exact resume.
 
 ``train`` is one readable function; the helpers above it do one thing each. Metrics are per-example
-nats. The loop keeps the training set in memory in its model-space form (PCA codes are computed
-once), on the training device.
+nats. The loop keeps the training set in memory on the training device in its stored form (uint8
+pixels, dequantized and projected batch by batch with fresh noise, or PCA codes computed once).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from svhn_vae import checkpoint as ckpt
 from svhn_vae.config import Config
 from svhn_vae.errors import UserError
 from svhn_vae.representation import Representation
+from svhn_vae.schedule import make_scheduler, scale_base_lrs
 from svhn_vae.vae import VAE, loss_from_terms
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def validation_split(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (sorted) of the training and the validation part of ``n`` training examples: a seeded
+    ``val_fraction`` of them is held out, the same one in training and in evaluation."""
+    n_val = int(round(cfg.data.val_fraction * n))
+    order = np.random.default_rng(cfg.train.seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 def load_train_data(cfg: Config) -> TrainData:
     """Load the configured training split(s) and hold out ``val_fraction`` of them (seeded)."""
     from svhn_vae.data import load_split
@@ -64,15 +75,23 @@ def load_train_data(cfg: Config) -> TrainData:
               for name in cfg.data.train_split.split("+")]
     images = splits[0] if len(splits) == 1 else np.concatenate(splits)
     images = images[:cfg.data.limit] if cfg.data.limit else images
-    n_val = int(round(cfg.data.val_fraction * len(images)))
-    if n_val == 0:
+    if cfg.data.val_fraction == 0:
         return TrainData(images)
-    order = np.random.default_rng(cfg.train.seed).permutation(len(images))
-    return TrainData(images[np.sort(order[n_val:])], images[np.sort(order[:n_val])])
+    train_idx, val_idx = validation_split(cfg, len(images))
+    return TrainData(images[train_idx], images[val_idx])
 
 
-def build_model(cfg: Config, representation: Representation) -> VAE:
-    return VAE(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
+def build_model(cfg: Config, representation: Representation, init_data: torch.Tensor | None = None) -> VAE:
+    """A fresh VAE; with ``init_data`` (stored rows of the training set), its output starts at their
+    mean and per-dimension variance (see :meth:`VAE.init_from_data`)."""
+    model = VAE(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
+    if init_data is not None:
+        model.init_from_data(_model_input(cfg, representation, init_data[:INIT_EXAMPLES].cpu()))
+    return model
+
+
+INIT_EXAMPLES = 10_000
+"""Training examples whose statistics start the decoder's output (enough for a variance to 1-2%)."""
 
 
 def make_optimizer(cfg: Config, model: VAE) -> torch.optim.Optimizer:
@@ -84,8 +103,8 @@ def _binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torc
 
 
 def _model_input(cfg: Config, rep: Representation, stored: torch.Tensor) -> torch.Tensor:
-    """A training batch: dynamic binarization for Bernoulli models that ask for it."""
-    x = rep.to_input(stored)
+    """A training batch: fresh dequantization noise, or dynamic binarization for Bernoulli models."""
+    x = rep.to_input(stored, noise=True)
     return _binarize(x) if cfg.model.likelihood == "bernoulli" and cfg.model.binarize else x
 
 
@@ -94,7 +113,8 @@ class _NonFinite(Exception):
 
 
 def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation, data: torch.Tensor,
-               *, beta: float, generator: torch.Generator, bar: tqdm) -> dict[str, float]:
+               *, beta: float, generator: torch.Generator, bar: tqdm,
+               scheduler: LRScheduler | None = None) -> dict[str, float]:
     """One pass over the shuffled training set; returns mean loss terms per example (nats)."""
     model.train()
     n, bs = len(data), cfg.train.batch_size
@@ -102,13 +122,15 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
     order = torch.randperm(n, generator=generator).to(data.device)
     for step, start in enumerate(range(0, n, bs)):
         idx = order[start:start + bs]
-        terms = model(_model_input(cfg, rep, data[idx]))
+        terms = model(_model_input(cfg, rep, data[idx]), iw_samples=cfg.train.iw_samples)
         loss = loss_from_terms(terms, beta=beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
         totals += torch.stack([loss.detach() * len(idx), terms.rec.detach().sum(), terms.kl.detach().sum()])
         if step % 20 == 0 or start + bs >= n:  # an occasional host sync catches NaNs early enough
             if not torch.isfinite(totals).all():
@@ -123,28 +145,30 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
 @torch.no_grad()
 def evaluate_loss(model: VAE, rep: Representation, data: torch.Tensor, *, batch_size: int = 2048,
                   seed: int = 0) -> dict[str, float]:
-    """Mean negative ELBO, reconstruction and KL per example (nats), in eval mode, with seeded noise."""
+    """Mean negative ELBO, reconstruction and KL per example (nats), in eval mode, with seeded noise
+    (the posterior samples and, for dequantized inputs, the dequantization)."""
     model.eval()
     gen = torch.Generator(device=data.device).manual_seed(seed)
     rec = kl = 0.0
     for start in range(0, len(data), batch_size):
-        terms = model(rep.to_input(data[start:start + batch_size]), generator=gen)
+        terms = model(rep.to_input(data[start:start + batch_size], noise=True, generator=gen), generator=gen)
         rec, kl = rec + terms.rec.sum().item(), kl + terms.kl.sum().item()
     n = len(data)
     return {"loss": (kl - rec) / n, "rec": rec / n, "kl": kl / n}
 
 
-def _snapshot(model: VAE, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+def _snapshot(model: VAE, opt: torch.optim.Optimizer, scheduler: LRScheduler) -> tuple[dict, dict, dict]:
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), copy.deepcopy(scheduler.state_dict())
 
 
-def _checkpoint_state(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation,
-                      epoch: int, state: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
+def _checkpoint_state(cfg: Config, model: VAE, opt: torch.optim.Optimizer, scheduler: LRScheduler,
+                      rep: Representation, epoch: int, state: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state(), "batches": gen.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-            "representation": rep.state_dict(), "train_state": {**state, "rng": rng}}
+    return {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "representation": rep.state_dict(),
+            "train_state": {**state, "rng": rng}}
 
 
 def _restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
@@ -205,9 +229,10 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     if tc.early_stopping == "val" and val_x is None:
         raise UserError("early stopping on 'val' needs a validation split: set --val-fraction (e.g. 0.05)")
 
-    # --- model and optimizer ----------------------------------------------------------------------
-    model = build_model(cfg, rep).to(device)
+    # --- model, optimizer and learning-rate schedule ----------------------------------------------
+    model = build_model(cfg, rep, init_data=None if start is not None else train_x).to(device)
     opt = make_optimizer(cfg, model)
+    scheduler = make_scheduler(tc, opt, steps_per_epoch=math.ceil(len(train_x) / tc.batch_size))
     gen = torch.Generator().manual_seed(tc.seed)
     state: dict[str, Any] = {"best": math.inf, "bad_epochs": 0, "nan_recoveries": 0}
     history: list[dict[str, Any]] = []
@@ -215,6 +240,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     if start is not None:
         model.load_state_dict(start["model"])
         opt.load_state_dict(start["optimizer"])
+        scheduler.load_state_dict(start["scheduler"])
         state = {k: v for k, v in start["train_state"].items() if k != "rng"}
         _restore_rng(start["train_state"]["rng"], gen)
         first_epoch = start["epoch"] + 1
@@ -228,14 +254,15 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     epoch = first_epoch
     while epoch <= tc.epochs and not stopped_early:
         beta = min(1.0, epoch / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
-        good = _snapshot(model, opt)
+        good = _snapshot(model, opt, scheduler)
         t0 = time.perf_counter()
         with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
                   leave=False) as bar:
             try:
-                record = _run_epoch(cfg, model, opt, rep, train_x, beta=beta, generator=gen, bar=bar)
+                record = _run_epoch(cfg, model, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
+                                    scheduler=scheduler)
             except _NonFinite:
-                _recover_from_nan(cfg, model, opt, good, state, epoch, run_dir)
+                _recover_from_nan(cfg, model, opt, scheduler, good, state, epoch, run_dir)
                 continue
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, **record, "beta": beta, "lr": opt.param_groups[0]["lr"], "seconds": seconds,
@@ -244,7 +271,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
             record.update({f"val_{k}": v for k, v in evaluate_loss(model, rep, val_x, seed=tc.seed).items()})
 
         # --- early stopping, log, checkpoint ------------------------------------------------------
-        improved = _watched(cfg, record) < state["best"] - tc.min_delta
+        # Without early stopping the run's result is its last epoch, so best.pt follows it.
+        improved = tc.early_stopping == "none" or _watched(cfg, record) < state["best"] - tc.min_delta
         if improved:
             state.update(best=_watched(cfg, record), bad_epochs=0)
         else:
@@ -256,7 +284,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
                  record["kl"], record["images_per_s"])
         if run_dir is not None:
             ckpt.append_metrics(run_dir, record)
-            full = _checkpoint_state(cfg, model, opt, rep, epoch, state, gen)
+            full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch, state, gen)
             if improved:
                 ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), full)
             ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), full)
@@ -270,11 +298,12 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     return TrainResult(model, rep, history, stopped_early)
 
 
-def _recover_from_nan(cfg: Config, model: VAE, opt: torch.optim.Optimizer, good: tuple[dict, dict],
-                      state: dict[str, Any], epoch: int, run_dir: Path | None) -> None:
+def _recover_from_nan(cfg: Config, model: VAE, opt: torch.optim.Optimizer, scheduler: LRScheduler,
+                      good: tuple[dict, dict, dict], state: dict[str, Any], epoch: int, run_dir: Path | None) -> None:
     """Restore the state of the epoch's start and lower the learning rate, or stop with an error."""
     model.load_state_dict(good[0])
     opt.load_state_dict(good[1])
+    scheduler.load_state_dict(good[2])
     if state["nan_recoveries"] >= cfg.train.nan_retries:
         where = f"; the last good checkpoint is {ckpt.checkpoint_path(run_dir)}" if run_dir else ""
         raise TrainingDiverged(
@@ -282,7 +311,6 @@ def _recover_from_nan(cfg: Config, model: VAE, opt: torch.optim.Optimizer, good:
             "try a lower --lr, --grad-clip 10, or a larger --eps"
         )
     state["nan_recoveries"] += 1
-    for group in opt.param_groups:
-        group["lr"] *= cfg.train.nan_lr_factor
+    scale_base_lrs(scheduler, cfg.train.nan_lr_factor)
     log.warning("loss became NaN/Inf in epoch %d: restored the epoch's start, learning rate now %.3g",
                 epoch, opt.param_groups[0]["lr"])

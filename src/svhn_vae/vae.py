@@ -2,11 +2,14 @@
 
 ``forward`` returns the reconstruction log-likelihood log p(x|z) and the closed-form
 KL(q(z|x) || p(z)) for every example; the training loss is ``-(rec - beta * kl).mean()``, made in
-one place (:func:`loss_from_terms`). Importance weighting lives in :meth:`VAE.log_weights`.
+one place (:func:`loss_from_terms`). With ``iw_samples=k > 1`` it also returns the IWAE bound
+(Burda et al. 2016) of every example, and the loss is its negative mean. Importance weighting
+lives in :meth:`VAE.log_weights`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,13 +24,26 @@ class ElboTerms:
     """Per-example terms, each (B,) in nats."""
 
     rec: torch.Tensor
-    """log p(x|z) for one z ~ q(z|x)."""
+    """log p(x|z) for one z ~ q(z|x); with k samples, the mean over them."""
     kl: torch.Tensor
-    """KL(q(z|x) || N(0, I)) in closed form."""
+    """KL(q(z|x) || N(0, I)): in closed form for one sample; with k samples, the mean over them of
+    log q(z|x) - log p(z)."""
+    log_ratio: torch.Tensor | None = None
+    """(k, B) log p(z) - log q(z|x) of each of k > 1 importance samples (None for the plain ELBO)."""
+    rec_samples: torch.Tensor | None = None
+    """(k, B) log p(x|z) of each importance sample (None for the plain ELBO)."""
 
     @property
     def elbo(self) -> torch.Tensor:
         return self.rec - self.kl
+
+    def objective(self, *, beta: float = 1.0) -> torch.Tensor:
+        """(B,) the training bound in nats: the ELBO rec - beta * kl, or with k importance samples the
+        IWAE bound logmeanexp_k(log p(x|z_k) + beta * (log p(z_k) - log q(z_k|x)))."""
+        if self.log_ratio is None:
+            return self.rec - beta * self.kl
+        k = self.log_ratio.shape[0]
+        return torch.logsumexp(self.rec_samples + beta * self.log_ratio, dim=0) - math.log(k)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -48,8 +64,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, generator: torch.G
 
 
 def loss_from_terms(terms: ElboTerms, *, beta: float = 1.0) -> torch.Tensor:
-    """The training loss: the negative (beta-weighted) ELBO summed over dimensions, averaged over the batch."""
-    return -(terms.rec - beta * terms.kl).mean()
+    """The training loss: the negative (beta-weighted) bound, summed over dimensions, averaged over the batch."""
+    return -terms.objective(beta=beta).mean()
 
 
 class VAE(nn.Module):
@@ -70,10 +86,31 @@ class VAE(nn.Module):
         """The output distribution p(x|z) for z (B, L)."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> ElboTerms:
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Start the decoder's output at the data: its mean and per-dimension variance over inputs x (N, D)."""
+        x = x.double()
+        self.decoder.head.init_from_data(x.mean(0).float(), x.var(0).clamp_min(1e-12).float())
+
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None, iw_samples: int = 1) -> ElboTerms:
+        """Per-example terms for inputs x (B, D): one posterior sample and the closed-form KL, or with
+        ``iw_samples`` k > 1 the k importance samples an IWAE bound needs."""
+        if iw_samples > 1:
+            rec, log_ratio = self._importance_terms(x, iw_samples, generator=generator)
+            return ElboTerms(rec=rec.mean(0), kl=-log_ratio.mean(0), log_ratio=log_ratio, rec_samples=rec)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, generator=generator)
         return ElboTerms(rec=self.decode(z).log_prob(x), kl=gaussian_kl(mu, logvar))
+
+    def _importance_terms(self, x: torch.Tensor, n_samples: int, *,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x|z) and log p(z) - log q(z|x), each (n_samples, B) in nats, for z ~ q(z|x)."""
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar, generator=generator, n=n_samples)  # (S, B, L)
+        rec = self.decode(z.flatten(0, 1)).log_prob(x.repeat(n_samples, 1)).view(n_samples, -1)
+        # log N(z; 0, I) - log N(z; mu, exp(logvar)); the log(2 pi) terms cancel.
+        noise_sq = (z - mu).pow(2) * torch.exp(-logvar)
+        return rec, -0.5 * (z.pow(2) - noise_sq - logvar).sum(-1)
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, n_samples: int, *,
@@ -82,12 +119,8 @@ class VAE(nn.Module):
 
         logsumexp over samples minus log(n_samples) is the IWAE bound (Burda et al. 2016).
         """
-        mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, generator=generator, n=n_samples)  # (S, B, L)
-        rec = self.decode(z.flatten(0, 1)).log_prob(x.repeat(n_samples, 1)).view(n_samples, -1)
-        # log N(z; 0, I) - log N(z; mu, exp(logvar)); the log(2 pi) terms cancel.
-        noise_sq = (z - mu).pow(2) * torch.exp(-logvar)
-        return rec - 0.5 * (z.pow(2) - noise_sq - logvar).sum(-1)
+        rec, log_ratio = self._importance_terms(x, n_samples, generator=generator)
+        return rec + log_ratio
 
     @torch.no_grad()
     def sample_latents(self, n: int, *, temperature: float = 1.0,

@@ -1,0 +1,216 @@
+"""Known answers for what the models are fitted with: the IWAE objective, dequantized training data,
+heads that start from the data, and the learning-rate schedule (exact on resume)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from svhn_vae import checkpoint as ckpt
+from svhn_vae.config import LIKELIHOODS, ModelConfig
+from svhn_vae.errors import UserError
+from svhn_vae.representation import Representation
+from svhn_vae.schedule import lr_factor
+from svhn_vae.train import TrainData, train
+from svhn_vae.vae import VAE, ElboTerms, gaussian_kl, loss_from_terms
+from test_train import synthetic_images, tiny_config
+
+
+def _vae(likelihood: str = "gaussian-logvar", **changes) -> VAE:
+    cfg = ModelConfig(input="pixels" if likelihood == "bernoulli" else "pca", latent_dim=3, encoder_shared=(16,),
+                      decoder=(16,), dropout=0.0, likelihood=likelihood, **changes)
+    torch.manual_seed(0)
+    return VAE(cfg, data_dim=12, image_shape=(2, 2, 3)).eval()
+
+
+# --- the IWAE objective -------------------------------------------------------------------------
+
+def test_iwae_objective_with_one_sample_is_the_elbo():
+    rec, log_ratio = torch.randn(1, 6), torch.randn(1, 6)
+    terms = ElboTerms(rec=rec[0], kl=-log_ratio[0], log_ratio=log_ratio, rec_samples=rec)
+    assert torch.allclose(terms.objective(), terms.elbo)  # log-mean-exp of one log-weight is the weight
+    assert torch.allclose(terms.objective(beta=0.5), rec[0] + 0.5 * log_ratio[0])
+
+
+def test_one_sample_iwae_estimates_the_closed_form_elbo():
+    model, x = _vae(), torch.randn(4, 12)
+    mu, logvar = model.encode(x)
+    with torch.no_grad():
+        terms = model(x.repeat(20000, 1), iw_samples=2, generator=torch.Generator().manual_seed(1))
+    mc_kl = terms.kl.view(20000, 4).mean(0)  # mean of log q - log p over 40,000 draws per example
+    assert torch.allclose(mc_kl, gaussian_kl(mu, logvar).detach(), rtol=0.03, atol=0.02)
+
+
+def test_iwae_training_bound_equals_the_evaluation_bound():
+    model, x = _vae(), torch.randn(5, 12)
+    with torch.no_grad():
+        terms = model(x, iw_samples=7, generator=torch.Generator().manual_seed(3))
+    log_w = model.log_weights(x, 7, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(terms.objective(), torch.logsumexp(log_w, 0) - math.log(7), atol=1e-5)
+    assert torch.allclose(loss_from_terms(terms), -terms.objective().mean())
+    # Jensen: the k-sample bound is at least the mean of its log-weights (the k-sample ELBO), per example
+    assert (terms.objective() >= log_w.mean(0) - 1e-5).all()
+
+
+def test_iwae_training_runs_and_reports_the_bound(tmp_path):
+    data = TrainData(synthetic_images(96, (8, 8, 3)))
+    result = train(tiny_config(epochs=2, iw_samples=3, early_stopping="none"), data=data)
+    first, last = result.history[0], result.history[-1]
+    assert all(math.isfinite(r["loss"]) for r in result.history) and last["loss"] < first["loss"]
+    # the IWAE bound is at least the ELBO estimated from the same samples: loss <= -(rec - kl)
+    assert last["loss"] <= -(last["rec"] - last["kl"]) + 1e-4
+
+
+# --- dequantized training data ------------------------------------------------------------------
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return synthetic_images(200, (8, 8, 1), seed=5)
+
+
+def test_dequantized_inputs_lie_in_their_bins_and_change_every_time(images):
+    cfg = tiny_config().replace("model", input="pixels", likelihood="gaussian-logvar")
+    rep = Representation.fit(cfg, [images])
+    stored = rep.prepare(images)
+    a, b = rep.to_input(stored, noise=True), rep.to_input(stored, noise=True)
+    assert stored.dtype == torch.uint8 and rep.dequantized
+    assert a.min() >= 0 and a.max() < 1 and not torch.equal(a, b)
+    assert torch.equal(torch.floor(a * 256).to(torch.uint8), stored)  # each value inside its pixel's bin
+    assert torch.allclose(rep.to_input(stored), (stored.float() + 0.5) / 256)  # fixed input: bin centres
+
+
+def test_pca_codes_are_projected_fresh_each_epoch(images):
+    cfg = tiny_config().replace("pca", components=64)  # all 64 pixels: the projection is invertible
+    rep = Representation.fit(cfg, [images])
+    stored = rep.prepare(images)
+    a, b = rep.to_input(stored, noise=True), rep.to_input(stored, noise=True)
+    assert not torch.equal(a, b)
+    u = rep.pca.inverse_transform(a.double())
+    assert u.min() > -1e-5 and u.max() < 1 + 1e-5
+    assert torch.equal(torch.floor(u * 256 + 1e-6).to(torch.uint8).flatten(), stored.flatten())
+
+
+def test_training_sees_different_noise_each_epoch(images, monkeypatch):
+    seen = []
+    real = Representation.to_input
+
+    def spy(self, stored, **kw):
+        out = real(self, stored, **kw)
+        if kw.get("noise"):
+            seen.append(out.clone())
+        return out
+
+    monkeypatch.setattr(Representation, "to_input", spy)
+    train(tiny_config(epochs=2, batch_size=200, early_stopping="none"), data=TrainData(images))
+    assert len(seen) >= 2 and not torch.equal(seen[-1], seen[-2])
+
+
+def test_dequantized_pca_makes_whitening_safe_on_constant_pixels():
+    padded = np.zeros((2000, 10, 10, 1), np.uint8)
+    padded[:, 1:9, 1:9] = synthetic_images(2000, (8, 8, 1), seed=5)  # a constant border, as MNIST's
+    cfg = tiny_config().replace("pca", components=90, whiten=True)
+    rep = Representation.fit(cfg, [padded])
+    noise_var = 1 / (12 * 256 ** 2)  # the uniform noise's variance; sample eigenvalues of 2000 draws scatter
+    assert float(rep.pca.explained_variance_.min()) > 0.5 * noise_var
+    result = train(cfg.replace("train", epochs=1), data=TrainData(padded))
+    assert math.isfinite(result.history[0]["loss"])
+    with pytest.raises(UserError, match="dequantize"):
+        Representation.fit(cfg.replace("data", dequantize=False), [padded])
+
+
+# --- heads that start from the data -------------------------------------------------------------
+
+GAUSSIANS = [name for name in LIKELIHOODS if name.startswith("gaussian")]
+
+
+@pytest.mark.parametrize("likelihood", GAUSSIANS)
+def test_head_initialised_from_data_starts_at_the_data_variance(likelihood):
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.logspace(-5, 0.5, 12)  # PCA-code-like: variances from 1e-10 to 10
+    x = torch.randn(5000, 12, generator=gen) * scales + 0.3
+    model = _vae(likelihood, variance_head=(8,))
+    model.init_from_data(x)
+    dist = model.decode(torch.randn(64, 3, generator=gen))
+    expected = x.double().var(0).float()
+    if likelihood == "gaussian-fixed":
+        expected = expected * model.cfg.fixed_variance  # a constant, relative to the data variance
+    assert torch.allclose(dist.var.expand(64, 12), expected.expand(64, 12), rtol=1e-4)
+
+
+def test_relative_eps_floors_each_dimension_at_a_fraction_of_its_variance():
+    x = torch.randn(4000, 12) * torch.logspace(-3, 0, 12)
+    model = _vae("gaussian-relu-eps", eps=0.01, variance_head=(8,))
+    model.init_from_data(x)
+    with torch.no_grad():
+        model.decoder.head.var_net[-1].bias.fill_(-100.0)  # drive ReLU(v) to 0: only eps is left
+    var = model.decode(torch.randn(8, 3)).var
+    assert torch.allclose(var, 0.01 * x.double().var(0).float().expand(8, 12), rtol=1e-4)
+    absolute = _vae("gaussian-relu-eps", eps=0.01, relative_variance=False)
+    absolute.init_from_data(x)
+    with torch.no_grad():
+        absolute.decoder.head.var_net[-1].bias.fill_(-100.0)
+    assert torch.allclose(absolute.decode(torch.randn(8, 3)).var, torch.full((8, 12), 0.01))
+
+
+def test_bernoulli_head_initialised_from_data_starts_at_the_pixel_means():
+    x = torch.bernoulli(torch.linspace(0.05, 0.95, 12).expand(4000, 12), generator=torch.Generator().manual_seed(0))
+    model = _vae("bernoulli")
+    model.init_from_data(x)
+    assert torch.allclose(model.decode(torch.randn(5, 3)).mean(), x.mean(0).expand(5, 12), atol=1e-5)
+
+
+def test_data_variance_is_saved_with_the_model(tmp_path):
+    run = tmp_path / "run"
+    data = TrainData(synthetic_images(64, (8, 8, 3)))
+    result = train(tiny_config(epochs=1), run_dir=run, data=data)
+    loaded = ckpt.load_trained(run, which="last")
+    assert torch.equal(loaded.model.decoder.head.data_var, result.model.decoder.head.data_var)
+    assert not torch.equal(loaded.model.decoder.head.data_var, torch.ones(10))
+
+
+# --- learning-rate schedule ---------------------------------------------------------------------
+
+def test_lr_factor_known_values():
+    kw = {"total_steps": 110, "warmup_steps": 10}
+    assert [lr_factor(s, schedule="cosine", **kw) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(10, schedule="cosine", **kw) == pytest.approx(1.0)
+    assert lr_factor(60, schedule="cosine", **kw) == pytest.approx(0.5)
+    assert lr_factor(110, schedule="cosine", **kw) == pytest.approx(0.0)
+    assert lr_factor(60, schedule="constant", **kw) == 1.0
+
+
+@pytest.mark.parametrize("changes", [{"lr_schedule": "cosine", "warmup_steps": 3}, {"iw_samples": 2}])
+def test_resume_continues_exactly_with_schedule_and_importance_samples(tmp_path, changes):
+    data = TrainData(synthetic_images(128, (8, 8, 3)))
+    cfg = tiny_config(epochs=3, early_stopping="none", **changes)
+    straight = train(cfg, run_dir=tmp_path / "a", data=data)
+    lrs = [r["lr"] for r in straight.history]
+    if "lr_schedule" in changes:
+        assert lrs[0] > lrs[1] > lrs[2] and lrs[2] == pytest.approx(0.0, abs=1e-12)
+    resumed = _resume_after_one_epoch(cfg, tmp_path / "b", data)
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+    assert [r["lr"] for r in resumed.history] == pytest.approx(lrs)
+
+
+def _resume_after_one_epoch(cfg, run, data):
+    """Train ``cfg`` (the schedule spans all its epochs), interrupted after one epoch, then resume to the end."""
+    from svhn_vae import train as train_module
+
+    real = train_module._run_epoch
+    calls = {"n": 0}
+
+    def stop_after_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    train_module._run_epoch = stop_after_first
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run_dir=run, data=data)
+    finally:
+        train_module._run_epoch = real
+    return train(cfg, run_dir=run, data=data, resume=True)
