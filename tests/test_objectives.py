@@ -214,3 +214,15 @@ def _resume_after_one_epoch(cfg, run, data):
     finally:
         train_module._run_epoch = real
     return train(cfg, run_dir=run, data=data, resume=True)
+
+
+def test_nan_recovery_halves_the_whole_cosine_curve(monkeypatch):
+    from test_train import _inject_nan
+
+    data = TrainData(synthetic_images(128, (8, 8, 3)))
+    cfg = tiny_config(epochs=3, early_stopping="none", lr_schedule="cosine", warmup_steps=2)
+    straight = [r["lr"] for r in train(cfg, data=data).history]
+    _inject_nan(monkeypatch, {5})  # once, in epoch 2 (4 steps per epoch)
+    recovered = [r["lr"] for r in train(cfg, data=data).history]
+    assert recovered[0] == pytest.approx(straight[0])
+    assert recovered[1] == pytest.approx(0.5 * straight[1])  # the epoch rerun on the lowered curve, same step count

@@ -29,7 +29,9 @@ def tiny_config(preset: str = "fast", **train_changes) -> Config:
     cfg = get_preset(preset)
     cfg = cfg.replace("model", latent_dim=4, encoder_shared=(32,), decoder=(32,), dropout=0.0)
     cfg = cfg.replace("pca", components=10).replace("data", download=False)
-    return cfg.replace("train", **{"epochs": 2, "batch_size": 32, "sample_every": 0, "device": "cpu", **train_changes})
+    # no warm-up: a preset's hundreds of warm-up steps are longer than a whole tiny run
+    return cfg.replace("train", **{"epochs": 2, "batch_size": 32, "sample_every": 0, "device": "cpu",
+                                   "warmup_steps": 0, **train_changes})
 
 
 @pytest.fixture
@@ -57,7 +59,9 @@ def test_training_step_changes_weights_and_evaluation_does_not(rgb):
 
 @pytest.mark.parametrize("preset,shape", [("fast", (8, 8, 3)), ("mnist-bernoulli", (8, 8, 1))])
 def test_loss_is_finite_and_decreases(preset, shape):
-    cfg = tiny_config(preset, epochs=6, lr=3e-3, early_stopping="none")
+    # Fixed targets: the data-initialised output already fits the pixel marginals, so the decrease is
+    # small, and dynamic binarization noise would hide it.
+    cfg = tiny_config(preset, epochs=6, lr=3e-3, early_stopping="none").replace("model", binarize=False)
     result = train(cfg, data=TrainData(synthetic_images(256, shape)))
     losses = [r["loss"] for r in result.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
@@ -77,9 +81,12 @@ def test_run_folder_files_and_save_load_identical_outputs(rgb, tmp_path):
 
 
 def test_resume_continues_exactly(rgb, tmp_path):
-    straight = train(tiny_config(epochs=3, early_stopping="none"), run_dir=tmp_path / "a", data=rgb)
-    train(tiny_config(epochs=1, early_stopping="none"), run_dir=tmp_path / "b", data=rgb)
-    resumed = train(tiny_config(epochs=3, early_stopping="none"), run_dir=tmp_path / "b", data=rgb, resume=True)
+    # a constant learning rate: a cosine schedule spans --epochs, which this resume raises (see test_objectives)
+    straight = train(tiny_config(epochs=3, early_stopping="none", lr_schedule="constant"), run_dir=tmp_path / "a",
+                     data=rgb)
+    train(tiny_config(epochs=1, early_stopping="none", lr_schedule="constant"), run_dir=tmp_path / "b", data=rgb)
+    resumed = train(tiny_config(epochs=3, early_stopping="none", lr_schedule="constant"), run_dir=tmp_path / "b",
+                    data=rgb, resume=True)
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
     assert [r["epoch"] for r in ckpt.read_metrics(tmp_path / "b")] == [1, 2, 3]
@@ -117,7 +124,7 @@ def _inject_nan(monkeypatch, at_calls: set[int]) -> None:
 
 def test_nan_is_caught_and_learning_rate_lowered(rgb, tmp_path, monkeypatch):
     _inject_nan(monkeypatch, {5})  # once, in epoch 2 (4 steps per epoch)
-    result = train(tiny_config(epochs=3, early_stopping="none"), run_dir=tmp_path, data=rgb)
+    result = train(tiny_config(epochs=3, early_stopping="none", lr_schedule="constant"), run_dir=tmp_path, data=rgb)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert result.history[1]["lr"] == pytest.approx(0.5 * result.history[0]["lr"])
     assert all(torch.isfinite(v).all() for v in result.model.state_dict().values() if v.is_floating_point())
