@@ -114,7 +114,12 @@ def cmd_data(args: argparse.Namespace) -> None:
     from svhn_vae import data
 
     splits = [args.split] if args.split else list(data.get_dataset(args.dataset).splits)
-    if args.action == "download":
+    if args.action == "ready":
+        print(data.ready_dataset(args.dataset, fallback=args.fallback, data_dir=args.data_dir,
+                                 progress=not args.no_progress))
+    elif args.action == "generate":
+        _generate(args, splits)
+    elif args.action == "download":
         for split in splits:
             data.download_split(args.dataset, split, data_dir=args.data_dir, progress=not args.no_progress)
         print(f"{args.dataset}: downloaded {', '.join(splits)}")
@@ -126,6 +131,20 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(json.dumps(data.info(args.dataset, data_dir=args.data_dir), indent=2, default=str))
     else:
         _print_info(data.info(args.dataset, data_dir=args.data_dir))
+
+
+def _generate(args: argparse.Namespace, splits: list[str]) -> None:
+    """``data generate``: (re)make the splits of a generated dataset with the given seed and size."""
+    from svhn_vae.data import get_dataset, resolve_data_dir, synth_digits
+
+    if get_dataset(args.dataset).file_format != "generated":
+        raise UserError(f"{args.dataset} is downloaded, not generated; use 'svhn-vae data download'")
+    folder = resolve_data_dir(args.dataset, args.data_dir)
+    for split in splits:
+        record = synth_digits.generate_split(folder, split, num_examples=args.num_examples, seed=args.seed,
+                                             workers=args.workers)
+        print(f"{args.dataset}/{split}: {record['num_examples']} images (seed {record['seed']}) in "
+              f"{record['seconds']:.1f} s, {record['images_per_s']:,.0f} images/s, in {folder}")
 
 
 def _print_info(summary: dict[str, Any]) -> None:
@@ -158,7 +177,7 @@ def cmd_pca_fit(args: argparse.Namespace) -> None:
 def _add_data_args(p: argparse.ArgumentParser, *, split: bool = True) -> None:
     from pathlib import Path
 
-    p.add_argument("--dataset", required=True, help="svhn, mnist or fashion-mnist")
+    p.add_argument("--dataset", required=True, help="svhn, mnist, fashion-mnist or synth-digits (generated here)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the files (default: $SVHN_VAE_DATA or the user cache)")
     if split:
         p.add_argument("--split", default=None, help="one split (default: all)")
@@ -171,9 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="download, verify or describe a dataset")
-    p.add_argument("action", choices=("download", "verify", "info"))
+    p = sub.add_parser("data", help="download (or generate), verify or describe a dataset")
+    p.add_argument("action", choices=("download", "generate", "verify", "info", "ready"),
+                   help="generate: (re)make a generated dataset (synth-digits) with --seed and --num-examples; "
+                        "ready: make train and test available and print the dataset's name, or --fallback's "
+                        "when the download server cannot be reached")
     _add_data_args(p)
+    p.add_argument("--fallback", default=None, help="ready: dataset to use when --dataset cannot be downloaded")
+    p.add_argument("--seed", type=int, default=0, help="generate: seed of the generated images")
+    p.add_argument("--num-examples", type=int, default=None, help="generate: images per split (default: SVHN's sizes)")
+    p.add_argument("--workers", type=int, default=None, help="generate: worker processes (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="info: print every file's status as JSON")
     p.set_defaults(func=cmd_data)

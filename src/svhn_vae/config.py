@@ -46,7 +46,7 @@ class DataConfig:
     """Which images to train on."""
 
     dataset: str = "svhn"
-    """Dataset name: svhn, mnist or fashion-mnist."""
+    """Dataset name: svhn, mnist, fashion-mnist or synth-digits (generated on the machine, no download)."""
     data_dir: str | None = None
     """Folder with the dataset files; None: $SVHN_VAE_DATA, else the per-user cache."""
     train_split: str = "train"
