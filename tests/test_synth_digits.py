@@ -10,6 +10,7 @@ from PIL import Image
 
 from svhn_vae.cli import main
 from svhn_vae.data import load_split, ready_dataset, synth_digits
+from svhn_vae.data.jpeg import jpeg
 from svhn_vae.errors import UserError
 
 
@@ -45,7 +46,7 @@ def test_jpeg_steps_match_pils_encoder():
     images, _ = synth_digits.generate(64, seed=2, split="train", workers=1)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     for quality in (40, 90):
-        ours = (synth_digits.jpeg(x, torch.full((64,), float(quality))).clamp(0, 1) * 255).round()
+        ours = (jpeg(x, torch.full((64,), float(quality))).clamp(0, 1) * 255).round()
         ours = ours.permute(0, 2, 3, 1).numpy()
         pil = []
         for image in images:
