@@ -1,8 +1,8 @@
-"""Speed and memory of the pixel-space IWAE evaluation for the ``fast`` preset (PCA 300, 32x32x3).
+"""Speed and memory of the pixel-space IWAE evaluation for the ``fast`` preset (PCA 700, 32x32x3).
 
 Trains nothing: an untrained ``fast`` model costs the same per importance sample as a trained one.
-The PCA is fitted on synthetic SVHN-shaped images; the timed part is
-:func:`svhn_vae.evaluate.likelihood_metrics` on ``--n`` synthetic test images with ``--k``
+The PCA is fitted on generated ``synth-digits`` images (SVHN-shaped colour digits); the timed part
+is :func:`svhn_vae.evaluate.likelihood_metrics` on ``--n`` synth-digits test images with ``--k``
 importance samples (dequantization, projection, IWAE in chunks, pixel-space correction).
 
 Run from the repository root::
@@ -26,24 +26,11 @@ import numpy as np
 import torch
 
 from svhn_vae.checkpoint import TrainedModel
+from svhn_vae.data import synth_digits
 from svhn_vae.config import get_preset
 from svhn_vae.evaluate import EvalOptions, likelihood_metrics
 from svhn_vae.representation import Representation
 from svhn_vae.train import build_model, resolve_device
-
-IMAGE_SHAPE = (32, 32, 3)
-
-
-def synthetic_images(n: int, *, seed: int) -> np.ndarray:
-    """uint8 (n, 32, 32, 3) images with low-rank structure (smooth colour gradients plus noise)."""
-    rng = np.random.default_rng(seed)
-    h, w, _ = IMAGE_SHAPE
-    yy, xx = np.mgrid[0:h, 0:w] / h
-    basis = np.stack([np.ones_like(xx), xx, yy, xx * yy, np.sin(3 * xx), np.cos(3 * yy)])  # (6, H, W)
-    coeff = rng.normal(size=(n, 3, 6)) * np.array([40, 30, 30, 20, 15, 15])
-    images = 128 + np.einsum("ncb,bhw->nhwc", coeff, basis) + rng.normal(0, 6, (n, *IMAGE_SHAPE))
-    return np.clip(images, 0, 255).astype(np.uint8)
-
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
@@ -57,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=1000, help="importance samples")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per chunk")
     parser.add_argument("--sample-chunk", type=int, default=d.sample_chunk, help="importance samples per chunk")
-    parser.add_argument("--train-images", type=int, default=2000, help="synthetic images the PCA is fitted on")
+    parser.add_argument("--train-images", type=int, default=2000, help="synth-digits images the PCA is fitted on")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
     return parser.parse_args()
 
@@ -68,10 +55,10 @@ def main() -> None:
     # --- setup: the fast preset's PCA and an untrained model -------------------------------------------
     device = resolve_device(args.device)
     cfg = get_preset("fast")
-    rep = Representation.fit(cfg, [synthetic_images(args.train_images, seed=0)])
+    rep = Representation.fit(cfg, [synth_digits.generate(args.train_images, seed=0, split="train")[0]])
     torch.manual_seed(0)
     trained = TrainedModel(cfg, build_model(cfg, rep).to(device).eval(), rep, None, 0)
-    test_images = synthetic_images(args.n, seed=1)
+    test_images = synth_digits.generate(args.n, seed=0, split="test")[0]
     rss_before = peak_rss_mb()
 
     # --- timed: the pixel-space likelihood ----------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from svhn_vae.errors import UserError
 from svhn_vae.pca import PCA
@@ -122,9 +123,11 @@ class SubspaceGaussian:
         return kept + complement_log_prob(residual_sq, dims=rest, variance=self.noise_variance)
 
 
-def fit_full_pca(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> PCA:
+def fit_full_pca(images: np.ndarray, *, seed: int, batch_size: int = 4096, progress: bool = False) -> PCA:
     """Every eigenpair of the covariance of the dequantized rows of uint8 images (N, H, W, C), streamed."""
-    return PCA(None).fit_batches(dequantized_rows(images, seed=seed, batch_size=batch_size))
+    batches = tqdm(dequantized_rows(images, seed=seed, batch_size=batch_size), desc="baselines: covariance",
+                   total=-(-len(images) // batch_size), unit="batch", disable=not progress)
+    return PCA(None).fit_batches(batches)
 
 
 def _eigenvalues(pca: PCA) -> torch.Tensor:
@@ -160,7 +163,7 @@ def _mean_log_prob(model: SubspaceGaussian, images: np.ndarray, *, seed: int, ba
 
 
 def baseline_metrics(*, train_images: np.ndarray, test_images: np.ndarray, components: int, seed: int = 0,
-                     batch_size: int = 4096) -> dict[str, Any]:
+                     batch_size: int = 4096, progress: bool = False) -> dict[str, Any]:
     """Full-covariance Gaussian and PPCA(``components``) fitted on ``train_images``, evaluated on
     ``test_images`` (uint8, N, H, W, C); returns mean NLLs in nats and bits per dimension.
 
@@ -168,7 +171,7 @@ def baseline_metrics(*, train_images: np.ndarray, test_images: np.ndarray, compo
     size, so it is the noise the VAE's evaluation with the same seed sees), the training pixels
     with ``seed + 1``.
     """
-    pca = fit_full_pca(train_images, seed=seed + 1, batch_size=batch_size)
+    pca = fit_full_pca(train_images, seed=seed + 1, batch_size=batch_size, progress=progress)
     dims = pca.n_features_in_
     out: dict[str, Any] = {"ppca_components": components, "ridge": RIDGE, "train_n": len(train_images)}
     for name, model in (("gaussian", full_gaussian(pca)), ("ppca", ppca(pca, components))):

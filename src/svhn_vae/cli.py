@@ -8,9 +8,7 @@ preset can be overridden flag by flag (``svhn-vae train --help`` lists them with
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import logging
 import sys
@@ -18,23 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from svhn_vae import cli_evaluate, cli_figures
-from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, get_preset
+from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, get_preset, load_config_file
+from svhn_vae.config import field_docs as _field_docs
 from svhn_vae.errors import UserError
 
 log = logging.getLogger("svhn_vae")
 
 
 # --- config flags, generated from the dataclasses --------------------------------------------------
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each dataclass field (its docstring), read from the source."""
-    tree = ast.parse(inspect.getsource(cls))
-    body, docs = tree.body[0].body, {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -66,7 +55,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
     """The preset (or ``base``) with every flag the user gave applied on top."""
-    config = base if base is not None else get_preset(args.preset)
+    config = base if base is not None else get_preset(args.preset or DEFAULT_PRESET)
     for section in SECTIONS:
         changes = {k.split(".", 1)[1]: v for k, v in vars(args).items()
                    if k.startswith(section + ".") and v is not None}
@@ -99,23 +88,38 @@ def cmd_train(args: argparse.Namespace) -> None:
     from svhn_vae import checkpoint
     from svhn_vae.train import train
 
-    base = None
-    if args.resume and (args.run_dir / checkpoint.CONFIG_FILE).exists():
+    if args.config is not None:
+        base = load_config_file(args.config)
+    elif args.preset is None and args.resume and (args.run_dir / checkpoint.CONFIG_FILE).exists():
         base = checkpoint.load_run_config(args.run_dir)
+    else:
+        base = get_preset(args.preset or DEFAULT_PRESET)
     config = config_from_args(args, base)
     result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, tensorboard=args.tensorboard)
     last = result.history[-1] if result.history else {}
     summary = {"run_dir": str(args.run_dir), "epochs": len(result.history), "stopped_early": result.stopped_early,
                **{k: last[k] for k in ("loss", "rec", "kl", "val_loss", "images_per_s") if k in last}}
     print(json.dumps(summary))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from svhn_vae.export import export_run
+
+    out = export_run(args.run, args.out, which=args.which, overwrite=args.overwrite)
+    print(f"wrote the run card {out}; load it with svhn_vae.load({str(out)!r})")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from svhn_vae import data
 
     splits = [args.split] if args.split else list(data.get_dataset(args.dataset).splits)
-    if args.action == "download":
+    if args.action == "ready":
+        print(data.ready_dataset(args.dataset, fallback=args.fallback, data_dir=args.data_dir,
+                                 progress=not args.no_progress))
+    elif args.action == "generate":
+        _generate(args, splits)
+    elif args.action == "download":
         for split in splits:
             data.download_split(args.dataset, split, data_dir=args.data_dir, progress=not args.no_progress)
         print(f"{args.dataset}: downloaded {', '.join(splits)}")
@@ -127,6 +131,20 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(json.dumps(data.info(args.dataset, data_dir=args.data_dir), indent=2, default=str))
     else:
         _print_info(data.info(args.dataset, data_dir=args.data_dir))
+
+
+def _generate(args: argparse.Namespace, splits: list[str]) -> None:
+    """``data generate``: (re)make the splits of a generated dataset with the given seed and size."""
+    from svhn_vae.data import get_dataset, resolve_data_dir, synth_digits
+
+    if get_dataset(args.dataset).file_format != "generated":
+        raise UserError(f"{args.dataset} is downloaded, not generated; use 'svhn-vae data download'")
+    folder = resolve_data_dir(args.dataset, args.data_dir)
+    for split in splits:
+        record = synth_digits.generate_split(folder, split, num_examples=args.num_examples, seed=args.seed,
+                                             workers=args.workers)
+        print(f"{args.dataset}/{split}: {record['num_examples']} images (seed {record['seed']}) in "
+              f"{record['seconds']:.1f} s, {record['images_per_s']:,.0f} images/s, in {folder}")
 
 
 def _print_info(summary: dict[str, Any]) -> None:
@@ -159,7 +177,7 @@ def cmd_pca_fit(args: argparse.Namespace) -> None:
 def _add_data_args(p: argparse.ArgumentParser, *, split: bool = True) -> None:
     from pathlib import Path
 
-    p.add_argument("--dataset", required=True, help="svhn, mnist or fashion-mnist")
+    p.add_argument("--dataset", required=True, help="svhn, mnist, fashion-mnist or synth-digits (generated here)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the files (default: $SVHN_VAE_DATA or the user cache)")
     if split:
         p.add_argument("--split", default=None, help="one split (default: all)")
@@ -172,9 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="download, verify or describe a dataset")
-    p.add_argument("action", choices=("download", "verify", "info"))
+    p = sub.add_parser("data", help="download (or generate), verify or describe a dataset")
+    p.add_argument("action", choices=("download", "generate", "verify", "info", "ready"),
+                   help="generate: (re)make a generated dataset (synth-digits) with --seed and --num-examples; "
+                        "ready: make train and test available and print the dataset's name, or --fallback's "
+                        "when the download server cannot be reached")
     _add_data_args(p)
+    p.add_argument("--fallback", default=None, help="ready: dataset to use when --dataset cannot be downloaded")
+    p.add_argument("--seed", type=int, default=0, help="generate: seed of the generated images")
+    p.add_argument("--num-examples", type=int, default=None, help="generate: images per split (default: SVHN's sizes)")
+    p.add_argument("--workers", type=int, default=None, help="generate: worker processes (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="info: print every file's status as JSON")
     p.set_defaults(func=cmd_data)
@@ -192,13 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("train", help="train a VAE into a run folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="starting configuration")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--preset", default=None, choices=list(PRESETS),
+                       help=f"starting configuration (default: {DEFAULT_PRESET}, or the run's own with --resume)")
+    start.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="starting configuration from a file: a run's config.json, or TOML with the same sections")
     p.add_argument("--run-dir", type=Path, required=True, help="folder for config, metrics, checkpoints, figures")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log loss terms, learning rate, speed and sample grids to RUN/tensorboard")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write a self-contained run card that svhn_vae.load() reads")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("out", type=Path, help="folder to create")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to export")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.set_defaults(func=cmd_export)
 
     cli_figures.add_commands(sub)
     cli_evaluate.add_commands(sub)

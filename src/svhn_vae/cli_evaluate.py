@@ -90,7 +90,7 @@ def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.n
     from svhn_vae.quality import sample_quality
 
     common = {"train_images": train[0], "train_labels": train[1], "test_images": test[0], "test_labels": test[1],
-              "seed": args.seed, "device": device}
+              "seed": args.seed, "device": device, "progress": not args.no_progress}
     out: dict[str, Any] = {}
     if args.probe:
         out["probe"] = latent_probe(trained, draws=args.probe_draws, **common)
@@ -127,8 +127,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     check_finite(result)
     out = args.out if args.out is not None else _default_out(args.run)
     write_json(out, result)
+    if args.tensorboard:
+        _log_to_tensorboard(args.run, result)
     print(summary(result))
     print(f"wrote {out}")
+
+
+def _log_to_tensorboard(run: Path, result: dict[str, Any]) -> None:
+    """The evaluation's numbers as scalars at the checkpoint's epoch, beside the run's training curves."""
+    from svhn_vae.tracking import TensorBoardLog
+
+    if not run.is_dir():
+        raise UserError(f"--tensorboard logs into a run folder; {run} is a checkpoint file")
+    tb = TensorBoardLog(run)
+    tb.metrics(result, step=int(result["epoch"]), prefix=f"eval_{result['split']}")
+    tb.close()
 
 
 def _fmt(value: Any, spec: str = "{:.3f}") -> str:
@@ -158,7 +171,39 @@ def summary(result: dict[str, Any]) -> str:
     rec = result["reconstruction"]
     lines.append(f"  reconstruction: MSE {_fmt(rec['mse'], '{:.5f}')}, PSNR {_fmt(rec['psnr'], '{:.2f}')} dB "
                  f"(PCA alone: {_fmt(rec['pca_only_psnr'], '{:.2f}')} dB)")
+    lines.extend(_probe_lines(result.get("probe"), result.get("dataset", "")))
+    lines.extend(_quality_lines(result.get("quality")))
     return "\n".join(lines)
+
+
+def _percent(value: Any, std: Any = None) -> str:
+    text = _fmt(None if value is None else 100 * value, "{:.1f}")
+    return text + (f"±{100 * std:.1f}" if std else "") + "%"
+
+
+def _probe_lines(probe: dict[str, Any] | None, dataset: str) -> list[str]:
+    """The latent probe's test errors per label count (k-NN / logistic regression), with the paper's."""
+    if probe is None:
+        return []
+    cells = [f"{count} labels {_percent(r['knn_error'], r['knn_error_std'])} / "
+             f"{_percent(r['logreg_error'], r['logreg_error_std'])}"
+             for count, r in probe["results"].items() if "skipped" not in r]
+    lines = [f"  latent probe, test error k-NN / logistic: {'; '.join(cells)}"]
+    if reference := probe.get("reference", {}).get(dataset):
+        published = ", ".join(f"{name.replace('_', ' at ')} labels {_percent(error)}" for name, error in reference.items())
+        lines.append(f"    Kingma et al. 2014 on {dataset}: {published}")
+    return lines
+
+
+def _quality_lines(quality: dict[str, Any] | None) -> list[str]:
+    """The classifier-feature Fréchet distance against its floor, and the samples' label diversity."""
+    if quality is None:
+        return []
+    return [f"  sample quality: classifier FID {_fmt(quality['fid_classifier'], '{:.2f}')} "
+            f"(train vs test floor {_fmt(quality['fid_floor_train_vs_test'], '{:.2f}')}; this tool's own classifier, "
+            "not comparable with Inception FIDs)",
+            f"   {quality['classes_covered']} of 10 classes covered, label entropy "
+            f"{_fmt(quality['label_entropy_bits'], '{:.2f}')} of {_fmt(quality['label_entropy_max_bits'], '{:.2f}')} bits"]
 
 
 # --- compare --------------------------------------------------------------------------------------
@@ -242,7 +287,8 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", action=argparse.BooleanOptionalAction, default=True, help="sample quality (FID)")
     p.add_argument("--quality-samples", type=int, default=10000, help="samples for the sample quality")
     p.add_argument("--out", type=Path, default=None, help=f"output file; None: RUN/{EVAL_FILE}")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true", help="also log the metrics to RUN/tensorboard")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

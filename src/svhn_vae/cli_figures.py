@@ -22,7 +22,7 @@ import torch
 from svhn_vae import figures
 from svhn_vae.checkpoint import CONFIG_FILE, TrainedModel, atomic_write, load_trained, read_metrics
 from svhn_vae.errors import UserError
-from svhn_vae.report import ReportFigure, latest_training_samples, read_eval, render_report
+from svhn_vae.report import ReportFigure, config_docs, latest_training_samples, read_eval, render_report
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                f"(epoch {trained.epoch}); figures made with seed {args.seed}.")
     html = render_report(title=f"svhn-vae run {run_dir.resolve().name}", config=config.to_dict(),
                          figures=report_figures, records=read_metrics(run_dir), eval_metrics=read_eval(run_dir),
-                         summary=summary)
+                         summary=summary, config_descriptions=config_docs())
     out = args.out or run_dir / REPORT_FILE
     with atomic_write(out) as tmp:
         tmp.write_text(html, encoding="utf-8")

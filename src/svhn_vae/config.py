@@ -7,9 +7,14 @@ nothing. Presets are plain data: a dict of small factories returning a full :cla
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import json
 import math
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from svhn_vae.errors import UserError
@@ -26,12 +31,22 @@ def check(ok: bool, section: str, name: str, message: str) -> None:
         raise UserError(f"config {section}.{name}: {message}")
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each dataclass field (its docstring), read from the source."""
+    tree = ast.parse(inspect.getsource(cls))
+    body, docs = tree.body[0].body, {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
 @dataclass
 class DataConfig:
     """Which images to train on."""
 
     dataset: str = "svhn"
-    """Dataset name: svhn, mnist or fashion-mnist."""
+    """Dataset name: svhn, mnist, fashion-mnist or synth-digits (generated on the machine, no download)."""
     data_dir: str | None = None
     """Folder with the dataset files; None: $SVHN_VAE_DATA, else the per-user cache."""
     train_split: str = "train"
@@ -293,6 +308,28 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "mnist-bernoulli": _mnist_bernoulli,
 }
 DEFAULT_PRESET = "fast"
+
+
+CONFIG_SUFFIXES = (".json", ".toml")
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A :class:`Config` from a file: JSON as every run folder's ``config.json``, or TOML with the
+    same sections (``[model]``, ``[train]``, ...); settings it leaves out keep their defaults."""
+    path = Path(path)
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise UserError(f"config file {path} must end in {' or '.join(CONFIG_SUFFIXES)}")
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a table of sections (data, pca, model, train)")
+    return Config.from_dict(values)
 
 
 def get_preset(name: str) -> Config:

@@ -270,7 +270,7 @@ bits/dim; Bernoulli models the independent-Bernoulli baseline in nats on the sam
     if options.baselines and train_images is not None and scores_dequantized_pixels(trained):
         out["baselines"] = _timed(timings, "baselines", baseline_metrics, train_images=train_images,
                                   test_images=images, components=ppca_components(trained, options),
-                                  seed=options.seed)
+                                  seed=options.seed, progress=progress)
         out["bpd_gain_over_ppca"] = out["baselines"]["ppca_bpd"] - out["bpd_iwae"]
     elif options.baselines and train_images is not None:
         out["baselines"] = _timed(timings, "baselines", bernoulli_baseline_metrics, train_images=train_images,

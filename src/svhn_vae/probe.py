@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
 
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.errors import UserError
@@ -136,14 +137,17 @@ def _labelled_sets(labels: np.ndarray, n: int | None, *, draws: int, max_train: 
 
 def _probe_one(features_train: np.ndarray, labels_train: np.ndarray, features_test: np.ndarray,
                labels_test: np.ndarray, n: int | None, *, draws: int, max_train: int | None,
-               seed: int) -> dict[str, Any]:
-    """The protocol's result for one label count n (None: all)."""
+               seed: int, bar: tqdm) -> dict[str, Any]:
+    """The protocol's result for one label count n (None: all); ``bar`` advances once per draw."""
     rng = np.random.default_rng([seed, 0 if n is None else n])  # each count has its own stream
     sets, note = _labelled_sets(labels_train, n, draws=draws, max_train=max_train, rng=rng)
     n_classes = len(np.unique(labels_train))
     per_class = len(sets[0]) // n_classes
-    runs = [_test_errors(features_train[i], labels_train[i], features_test, labels_test,
-                         per_class=per_class, seed=seed) for i in sets]
+    runs = []
+    for i in sets:
+        runs.append(_test_errors(features_train[i], labels_train[i], features_test, labels_test,
+                                 per_class=per_class, seed=seed))
+        bar.update(1)
     result = {"labels": len(sets[0]), "draws": len(sets), "knn_k": knn_k(per_class),
               **_summary(runs)}
     return {**result, "note": note} if note else result
@@ -151,7 +155,8 @@ def _probe_one(features_train: np.ndarray, labels_train: np.ndarray, features_te
 
 def probe_features(features_train: np.ndarray, labels_train: np.ndarray, features_test: np.ndarray,
                    labels_test: np.ndarray, *, label_counts: Sequence[int | None] = DEFAULT_LABEL_COUNTS,
-                   draws: int = 10, seed: int = 0, max_train: int | None = None) -> dict[str, dict[str, Any]]:
+                   draws: int = 10, seed: int = 0, max_train: int | None = None,
+                   progress: bool = False) -> dict[str, dict[str, Any]]:
     """Run the probe protocol on feature arrays (N, L) and integer labels (N,).
 
     Returns ``{"100": {...}, "1000": {...}, "all": {...}}`` keyed by label count, each with
@@ -162,13 +167,15 @@ def probe_features(features_train: np.ndarray, labels_train: np.ndarray, feature
     if draws < 1:
         raise UserError("probe: draws must be >= 1")
     results: dict[str, dict[str, Any]] = {}
-    for n in label_counts:
-        key = "all" if n is None else str(n)
-        if n is not None and n > len(labels_train):
-            results[key] = {"skipped": f"needs {n} labelled examples, the training set has {len(labels_train)}"}
-            continue
-        results[key] = _probe_one(features_train, labels_train, features_test, labels_test, n,
-                                  draws=draws, max_train=max_train, seed=seed)
+    with tqdm(total=sum(draws if n is not None else 1 for n in label_counts), desc="probe", unit="fit",
+              disable=not progress) as bar:
+        for n in label_counts:
+            key = "all" if n is None else str(n)
+            if n is not None and n > len(labels_train):
+                results[key] = {"skipped": f"needs {n} labelled examples, the training set has {len(labels_train)}"}
+                continue
+            results[key] = _probe_one(features_train, labels_train, features_test, labels_test, n,
+                                      draws=draws, max_train=max_train, seed=seed, bar=bar)
     return results
 
 
@@ -177,7 +184,8 @@ def probe_features(features_train: np.ndarray, labels_train: np.ndarray, feature
 def latent_probe(trained: TrainedModel, *, train_images: np.ndarray, train_labels: np.ndarray,
                  test_images: np.ndarray, test_labels: np.ndarray,
                  label_counts: Sequence[int | None] = DEFAULT_LABEL_COUNTS, draws: int = 10, seed: int = 0,
-                 device: str | torch.device = "cpu", max_train: int | None = None) -> dict[str, Any]:
+                 device: str | torch.device = "cpu", max_train: int | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """Kingma et al.'s M1 protocol on a trained VAE: classify posterior means with few labels.
 
     Images are uint8 (N, H, W, C), labels int (N,). Returns a JSON-serialisable dict with
@@ -188,7 +196,8 @@ def latent_probe(trained: TrainedModel, *, train_images: np.ndarray, train_label
     z_train = encode_means(trained, train_images, device=device)
     z_test = encode_means(trained, test_images, device=device)
     results = probe_features(z_train, np.asarray(train_labels), z_test, np.asarray(test_labels),
-                             label_counts=label_counts, draws=draws, seed=seed, max_train=max_train)
+                             label_counts=label_counts, draws=draws, seed=seed, max_train=max_train,
+                             progress=progress)
     return {
         "encoder": "posterior mean",
         "latent_dim": int(z_train.shape[1]),

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.linalg
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from svhn_vae.checkpoint import TrainedModel, atomic_write
 from svhn_vae.data.paths import user_cache_dir
@@ -93,7 +94,7 @@ def _to_input(images: np.ndarray, device: str | torch.device) -> torch.Tensor:
 # --- training and caching ------------------------------------------------------------------------
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, *, settings: ClassifierSettings = ClassifierSettings(),
-                     device: str | torch.device = "cpu") -> FeatureClassifier:
+                     device: str | torch.device = "cpu", progress: bool = False) -> FeatureClassifier:
     """Train the classifier on uint8 images (N, H, W, C) with labels 0..9 (N,); returned in eval mode."""
     gen = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the global RNG alone
@@ -105,7 +106,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, *, settings: Classi
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total_steps)
     targets = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     model.train()
-    for epoch in range(settings.epochs):
+    for epoch in tqdm(range(settings.epochs), desc="feature classifier", unit="epoch", disable=not progress):
         order = torch.randperm(len(images), generator=gen).numpy()
         for start in range(0, len(images), settings.batch_size):
             idx = np.sort(order[start:start + settings.batch_size])  # sorted: fast reads from memmaps
@@ -150,7 +151,8 @@ def _load_classifier(path: Path, device: str | torch.device) -> tuple[FeatureCla
 
 def load_or_train_classifier(*, dataset: str, train_images: np.ndarray, train_labels: np.ndarray,
                              path: str | Path | None = None, settings: ClassifierSettings = ClassifierSettings(),
-                             device: str | torch.device = "cpu") -> tuple[FeatureClassifier, dict[str, Any]]:
+                             device: str | torch.device = "cpu",
+                             progress: bool = False) -> tuple[FeatureClassifier, dict[str, Any]]:
     """The cached classifier at ``path`` (default: :func:`default_classifier_path`), trained first if missing.
 
     Returns the model in eval mode and ``{"path", "cached", "train_seconds", "settings"}``.
@@ -165,7 +167,7 @@ def load_or_train_classifier(*, dataset: str, train_images: np.ndarray, train_la
                        "settings": state["settings"]}
     log.info("training the %s feature classifier (cached at %s)", dataset, path)
     t0 = time.perf_counter()
-    model = train_classifier(train_images, train_labels, settings=settings, device=device)
+    model = train_classifier(train_images, train_labels, settings=settings, device=device, progress=progress)
     seconds = time.perf_counter() - t0
     _save_classifier(path, model, settings=settings, image_shape=train_images.shape[1:], seconds=seconds)
     return model, {"path": str(path), "cached": False, "train_seconds": seconds,
@@ -274,7 +276,7 @@ def _subset(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
 def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndarray, train_labels: np.ndarray,
                    test_images: np.ndarray, test_labels: np.ndarray, n_samples: int = 10000, seed: int = 0,
                    device: str | torch.device = "cpu", classifier_path: str | Path | None = None,
-                   classifier: ClassifierSettings = ClassifierSettings()) -> dict[str, Any]:
+                   classifier: ClassifierSettings = ClassifierSettings(), progress: bool = False) -> dict[str, Any]:
     """Domain-specific FID of ``n_samples`` generated images against (up to n_samples) test images.
 
     Images are uint8 (N, H, W, C), labels 0..9. Returns a JSON-serialisable dict: ``fid_classifier``
@@ -285,15 +287,20 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
     """
     t0 = time.perf_counter()
     model, info = load_or_train_classifier(dataset=dataset, train_images=train_images, train_labels=train_labels,
-                                           path=classifier_path, settings=classifier, device=device)
-    test_feats, test_probs = classifier_features(model, test_images, device=device)
-    accuracy = float(np.mean(test_probs.argmax(axis=1) == np.asarray(test_labels)))
-    rng = np.random.default_rng(seed)
-    ref_idx = _subset(len(test_images), n_samples, rng)
-    train_feats, _ = classifier_features(model, train_images[_subset(len(train_images), len(ref_idx), rng)],
-                                         device=device)
-    sample_feats, sample_probs = classifier_features(
-        model, generate_images(trained, n_samples, seed=seed, device=device), device=device)
+                                           path=classifier_path, settings=classifier, device=device, progress=progress)
+    with tqdm(total=4, desc="sample quality", unit="step", disable=not progress) as bar:
+        test_feats, test_probs = classifier_features(model, test_images, device=device)
+        accuracy = float(np.mean(test_probs.argmax(axis=1) == np.asarray(test_labels)))
+        rng = np.random.default_rng(seed)
+        ref_idx = _subset(len(test_images), n_samples, rng)
+        bar.update(1)
+        train_feats, _ = classifier_features(model, train_images[_subset(len(train_images), len(ref_idx), rng)],
+                                             device=device)
+        bar.update(1)
+        samples = generate_images(trained, n_samples, seed=seed, device=device)
+        bar.update(1)
+        sample_feats, sample_probs = classifier_features(model, samples, device=device)
+        bar.update(1)
     return {
         "fid_classifier": _fid(sample_feats, test_feats[ref_idx]),
         "fid_floor_train_vs_test": _fid(train_feats, test_feats[ref_idx]),

@@ -1,8 +1,11 @@
 """A run's report: one self-contained HTML file (images embedded as base64 data: URIs, no scripts).
 
-:func:`render_report` turns a run's config, metrics and figure PNGs into HTML text; it reads no
-files, so what goes into the report is decided by the caller (the ``svhn-vae report`` command).
-The helpers that read a run folder's optional files live here too.
+:func:`render_report` turns a run's config, metrics, evaluation and figure PNGs into HTML text: the
+evaluation's numbers each with a plain-language reading (:mod:`svhn_vae.readings`), the write-up's
+PCA-space numbers beside the run's, the training metrics, the figures, and the config as one
+table per section with each setting's description. It reads no files, so what goes into the report
+is decided by the caller (the ``svhn-vae report`` command). The helpers that read a run folder's
+optional files, and the config's field descriptions, live here too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from svhn_vae.config import SECTIONS, field_docs
+from svhn_vae.readings import Reading, WriteupTable, readings, writeup_table
+
 EVAL_FILE = "eval.json"
 SAMPLES_DIR = "samples"
 
@@ -27,6 +33,8 @@ img { image-rendering: pixelated; max-width: 100%; box-sizing: border-box; borde
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
 td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; } th { background: #f4f4f4; }
 td:first-child { text-align: left; } .note { color: #a33; }
+table.text td, table.text th { text-align: left; vertical-align: top; }
+.muted { color: #555; font-size: .9em; }
 """
 
 
@@ -67,6 +75,13 @@ def read_eval(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def config_docs() -> dict[str, dict[str, str]]:
+    """{section: {field: description}} of the config dataclasses, from their field docstrings
+    (whitespace collapsed to single spaces)."""
+    return {section: {name: " ".join(doc.split()) for name, doc in field_docs(cls).items()}
+            for section, cls in SECTIONS.items()}
+
+
 def latest_training_samples(run_dir: Path) -> Path | None:
     """The newest ``samples/epoch_NNNN.png`` written during training, or None."""
     files = sorted((Path(run_dir) / SAMPLES_DIR).glob("*.png"))
@@ -82,14 +97,16 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def html_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """An HTML table of rows; columns are the union of their keys in first-seen order."""
+def html_table(rows: Sequence[Mapping[str, Any]], *, text: bool = False) -> str:
+    """An HTML table of rows; columns are the union of their keys in first-seen order. ``text``:
+    every column left-aligned (prose), else numbers to the right."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_format(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    opening = '<table class="text">' if text else "<table>"
+    return f"{opening}<tr>{head}</tr>{body}</table>"
 
 
 def key_value_table(d: Mapping[str, Any]) -> str:
@@ -111,29 +128,75 @@ def _figure_html(fig: ReportFigure) -> str:
     return "".join(parts)
 
 
-def _metrics_html(records: Sequence[Mapping[str, Any]], eval_metrics: Mapping[str, Any] | None) -> str:
-    """Last epoch's metrics, every epoch (folded), and ``eval.json`` when present."""
-    parts = ["<h2>Metrics</h2>"]
-    if records:
-        parts.append(f"<h3>Last epoch ({_format(records[-1].get('epoch'))})</h3>{key_value_table(records[-1])}")
-        parts.append(f"<details><summary>All {len(records)} epochs (metrics.jsonl)</summary>"
-                     f"{html_table(records)}</details>")
-    else:
-        parts.append('<p class="note">No metrics.jsonl in the run folder.</p>')
-    if eval_metrics is not None:
-        parts.append(f"<h3>Evaluation ({EVAL_FILE})</h3>{key_value_table(eval_metrics)}")
+def _training_html(records: Sequence[Mapping[str, Any]]) -> str:
+    """Last epoch's metrics, and every epoch (folded)."""
+    parts = ["<h2>Training metrics</h2>"]
+    if not records:
+        return parts[0] + '<p class="note">No metrics.jsonl in the run folder.</p>'
+    parts.append(f"<h3>Last epoch ({_format(records[-1].get('epoch'))})</h3>{key_value_table(records[-1])}")
+    parts.append(f"<details><summary>All {len(records)} epochs (metrics.jsonl)</summary>"
+                 f"{html_table(records)}</details>")
+    return "".join(parts)
+
+
+def _readings_table(found: Sequence[Reading]) -> str:
+    rows = [{"metric": r.metric, "value": r.value, "how it compares": r.verdict, "what it measures": r.meaning,
+             f"{EVAL_FILE} keys": ", ".join(r.keys)} for r in found]
+    return f"<h3>What the numbers say</h3>{html_table(rows, text=True)}"
+
+
+def _writeup_html(table: WriteupTable) -> str:
+    return (f"<h3>Against the 2017 write-up's PCA-space numbers</h3>{html_table(table.rows, text=True)}"
+            f'<p class="muted">{html.escape(table.note)}</p>')
+
+
+def _evaluation_html(eval_metrics: Mapping[str, Any] | None, config: Mapping[str, Any]) -> str:
+    """Each metric with its reading, the write-up comparison (PCA models), then every number (folded)."""
+    parts = ["<h2>Evaluation</h2>"]
+    if eval_metrics is None:
+        return parts[0] + f'<p class="note">No {EVAL_FILE} in the run folder: run "svhn-vae evaluate RUN".</p>'
+    found = readings(eval_metrics, config=config)
+    if found:
+        parts.append(_readings_table(found))
+    table = writeup_table(eval_metrics, config)
+    if table is not None:
+        parts.append(_writeup_html(table))
+    parts.append(f"<details><summary>Every number of {EVAL_FILE}</summary>{key_value_table(eval_metrics)}</details>")
+    return "".join(parts)
+
+
+def _config_value(value: Any) -> str:
+    """A setting as it reads: None and empty tuples spelt out (a blank cell would look unset)."""
+    if value is None:
+        return "None"
+    return "()" if isinstance(value, (list, tuple)) and not value else _format(value)
+
+
+def _config_html(config: Mapping[str, Any], docs: Mapping[str, Mapping[str, str]]) -> str:
+    """One table per section (data, pca, model, train): setting, value, description."""
+    parts = ["<h2>Configuration</h2>"]
+    top = [{"setting": k, "value": _config_value(v)} for k, v in config.items() if not isinstance(v, Mapping)]
+    if top:
+        parts.append(html_table(top, text=True))
+    for section, values in config.items():
+        if isinstance(values, Mapping):
+            rows = [{"setting": name, "value": _config_value(value), "description": docs.get(section, {}).get(name, "")}
+                    for name, value in values.items()]
+            parts.append(f"<h3>{html.escape(section)}</h3>{html_table(rows, text=True)}")
     return "".join(parts)
 
 
 def render_report(*, title: str, config: Mapping[str, Any], figures: Sequence[ReportFigure],
                   records: Sequence[Mapping[str, Any]] = (), eval_metrics: Mapping[str, Any] | None = None,
-                  summary: str = "") -> str:
-    """The whole HTML document: title, summary line, metrics, figures, then the config."""
+                  summary: str = "", config_descriptions: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The whole HTML document: title, summary line, evaluation with readings, training metrics,
+    figures, then the config (``config_descriptions``: {section: {field: text}}, see :func:`config_docs`)."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     if summary:
         body.append(f"<p>{html.escape(summary)}</p>")
-    body.append(_metrics_html(records, eval_metrics))
+    body.append(_evaluation_html(eval_metrics, config))
+    body.append(_training_html(records))
     body.extend(_figure_html(fig) for fig in figures)
-    body.append(f"<h2>Configuration</h2>{key_value_table(config)}")
+    body.append(_config_html(config, config_descriptions or {}))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

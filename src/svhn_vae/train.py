@@ -26,6 +26,7 @@ from svhn_vae.config import Config
 from svhn_vae.errors import UserError
 from svhn_vae.representation import Representation
 from svhn_vae.schedule import make_scheduler, scale_base_lrs
+from svhn_vae.tracking import TensorBoardLog
 from svhn_vae.vae import VAE, loss_from_terms
 
 log = logging.getLogger(__name__)
@@ -194,20 +195,25 @@ def _watched(cfg: Config, record: dict[str, Any]) -> float:
     return record["val_loss"] if cfg.train.early_stopping == "val" else record["loss"]
 
 
-def _write_samples(cfg: Config, model: VAE, rep: Representation, run_dir: Path, epoch: int) -> None:
+def _write_samples(cfg: Config, model: VAE, rep: Representation, run_dir: Path, epoch: int) -> np.ndarray:
+    """Write an 8x8 grid of samples into the run folder; returns it, uint8 (H, W, C)."""
     from svhn_vae.figures import sample_grid, save_png
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.train.seed)
-    save_png(sample_grid(model, rep, n=64, generator=gen), run_dir / "samples" / f"epoch_{epoch:04d}.png")
+    grid = sample_grid(model, rep, n=64, generator=gen)
+    save_png(grid, run_dir / "samples" / f"epoch_{epoch:04d}.png")
+    return grid
 
 
 def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | None = None,
-          resume: bool = False, overwrite: bool = False, progress: bool = False) -> TrainResult:
+          resume: bool = False, overwrite: bool = False, progress: bool = False,
+          tensorboard: bool = False) -> TrainResult:
     """Train a VAE as configured; with ``run_dir``, write config, metrics and checkpoints there.
 
     ``resume`` continues from ``run_dir``'s last checkpoint exactly (weights, optimizer, epoch,
-    early-stopping counters and random state). Returns the model in its best state when early
-    stopping is on, else its last.
+    early-stopping counters and random state). ``tensorboard`` also logs every epoch to
+    ``run_dir/tensorboard`` (:mod:`svhn_vae.tracking`). Returns the model in its best state when
+    early stopping is on, else its last.
     """
     # --- setup ----------------------------------------------------------------------------------
     tc = cfg.train
@@ -216,6 +222,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         ckpt.check_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)  # refuse before any slow work
+    elif tensorboard:
+        raise UserError("TensorBoard logging writes into the run folder: give a run_dir")
 
     # --- data and representation (PCA fitted on the training images only) -----------------------
     data = data if data is not None else load_train_data(cfg)  # before the run folder: no empty runs
@@ -248,6 +256,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
         history = ckpt.read_metrics(run_dir)
         log.info("resuming %s from epoch %d", run_dir, start["epoch"])
     log.info("model: %d trainable parameters on %s", sum(p.numel() for p in model.parameters() if p.requires_grad), device)
+    tb = TensorBoardLog(run_dir) if tensorboard else None
 
     # --- loop ---------------------------------------------------------------------------------------
     stopped_early = state["bad_epochs"] >= tc.patience and tc.early_stopping != "none"
@@ -284,14 +293,20 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
                  record["kl"], record["images_per_s"])
         if run_dir is not None:
             ckpt.append_metrics(run_dir, record)
+            if tb is not None:
+                tb.epoch(record)
             full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch, state, gen)
             if improved:
                 ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), full)
             ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), full)
             if tc.sample_every and epoch % tc.sample_every == 0:
-                _write_samples(cfg, model, rep, run_dir, epoch)
+                grid = _write_samples(cfg, model, rep, run_dir, epoch)
+                if tb is not None:
+                    tb.image("samples", grid, step=epoch)
         epoch += 1
 
+    if tb is not None:
+        tb.close()
     if run_dir is not None and tc.early_stopping != "none" and ckpt.checkpoint_path(run_dir, "best").exists():
         model.load_state_dict(ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "best"))["model"])
     model.eval()

@@ -1,13 +1,14 @@
-"""Datasets for the VAEs: SVHN, MNIST and Fashion-MNIST as uint8 NHWC arrays.
+"""Datasets for the VAEs: SVHN, MNIST, Fashion-MNIST and the generated synth-digits as uint8 NHWC arrays.
 
 ``load_split`` reads a split from disk (official files or torchvision's layout), ``download_split``
 fetches it with resumable, md5-checked transfers; ``verify_split`` (raises), ``check_split``
 (reports) and ``info`` say what is there.
 """
 
+from svhn_vae.data import synth_digits
 from svhn_vae.data.checksums import FileCheck
-from svhn_vae.data.download import check_split, download_split, verify_split
-from svhn_vae.data.loading import Split, info, load_split
+from svhn_vae.data.download import NetworkUnavailable, check_split, download_split, verify_split
+from svhn_vae.data.loading import Split, info, load_split, ready_dataset
 from svhn_vae.data.paths import resolve_data_dir
 from svhn_vae.data.registry import DATASETS, DatasetInfo, FileInfo, SplitInfo, get_dataset
 
@@ -16,6 +17,7 @@ __all__ = [
     "DatasetInfo",
     "FileCheck",
     "FileInfo",
+    "NetworkUnavailable",
     "Split",
     "SplitInfo",
     "check_split",
@@ -23,6 +25,8 @@ __all__ = [
     "get_dataset",
     "info",
     "load_split",
+    "ready_dataset",
     "resolve_data_dir",
+    "synth_digits",
     "verify_split",
 ]

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from tqdm import tqdm
 
+from svhn_vae.data import synth_digits
 from svhn_vae.data.checksums import FileCheck, check_file
 from svhn_vae.data.paths import data_root, find_file, locate_split, resolve_data_dir, search_dirs
 from svhn_vae.data.registry import DatasetInfo, FileInfo, download_command, get_dataset
@@ -33,6 +34,10 @@ _TIMEOUT_S = 60.0  # per socket operation, not for the whole transfer
 _NETWORK_HINT = f"check the network, or set {MIRROR_ENV_VAR} to a mirror holding the same files"
 
 
+class NetworkUnavailable(UserError):
+    """The download server could not be reached at all (no network, no DNS, connection refused)."""
+
+
 def check_split(dataset: str, split: str, *, data_dir: str | Path | None = None) -> list[FileCheck]:
     """Check every file of a split against its official md5; one FileCheck per file, images first.
 
@@ -40,6 +45,8 @@ def check_split(dataset: str, split: str, *, data_dir: str | Path | None = None)
     raises for a missing or bad file: look at ``FileCheck.status``.
     """
     info = get_dataset(dataset)
+    if info.file_format == "generated":
+        return synth_digits.check_split(resolve_data_dir(dataset, data_dir), info.split(split).name)
     dirs = search_dirs(info, data_root(data_dir))
     return [check_file(file, find_file(file, dirs)) for file in info.split(split).files]
 
@@ -51,6 +58,8 @@ def verify_split(dataset: str, split: str, *, data_dir: str | Path | None = None
     md5 is known (raw Fashion-MNIST files).
     """
     info = get_dataset(dataset)
+    if info.file_format == "generated":
+        return synth_digits.verify_split(resolve_data_dir(dataset, data_dir), info.split(split).name)
     locate_split(info, info.split(split), data_dir)  # UserError naming a missing file
     checks = check_split(dataset, split, data_dir=data_dir)
     for check in checks:
@@ -80,6 +89,9 @@ def download_split(
     """
     info = get_dataset(dataset)
     target_dir = resolve_data_dir(dataset, data_dir)
+    if info.file_format == "generated":  # nothing to download: generate it (if it is not there yet)
+        synth_digits.load_split_arrays(target_dir, info.split(split).name)
+        return list(synth_digits.cache_paths(target_dir, split)[:2])
     checks = check_split(dataset, split, data_dir=data_dir)
     base = base_url or os.environ.get(MIRROR_ENV_VAR)
     return [
@@ -132,7 +144,7 @@ def _fetch(url: str, part: Path, *, progress: bool) -> None:
             return
         raise UserError(f"could not download {url}: HTTP {err.code} {err.reason}; {_NETWORK_HINT}") from err
     except (urllib.error.URLError, OSError) as err:
-        raise UserError(f"could not download {url}: {err}; {_NETWORK_HINT}") from err
+        raise NetworkUnavailable(f"could not download {url}: {err}; {_NETWORK_HINT}") from err
     with response:
         offset = _start_offset(response, offset, url)
         _stream(response, part, offset=offset, progress=progress)

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from svhn_vae.data.download import check_split, download_split
+from svhn_vae.data import synth_digits
+from svhn_vae.data.download import NetworkUnavailable, check_split, download_split
 from svhn_vae.data.mat_cache import load_mat_cached
 from svhn_vae.data.paths import locate_split, resolve_data_dir
 from svhn_vae.data.readers import read_idx_split
@@ -50,6 +51,9 @@ def load_split(
     """
     info = get_dataset(dataset)
     split_info = info.split(split)
+    if info.file_format == "generated":  # made here, whatever ``download`` says: nothing is fetched
+        images, labels = synth_digits.load_split_arrays(resolve_data_dir(dataset, data_dir), split)
+        return Split(images, labels, dataset, split)
     paths = _split_paths(info, split_info, data_dir, download=download)
     if info.file_format == "mat":
         images, labels = load_mat_cached(paths[0])
@@ -111,3 +115,24 @@ def _split_info(meta: DatasetInfo, split: SplitInfo, data_dir: str | Path | None
         "verified": all(check.ok for check in checks),
         "files": files,
     }
+
+
+def ready_dataset(dataset: str, *, splits: tuple[str, ...] = ("train", "test"), fallback: str | None = None,
+                  data_dir: str | Path | None = None, progress: bool = False) -> str:
+    """Make ``splits`` of ``dataset`` available (downloading what is missing) and return its name.
+
+    When the download server cannot be reached at all and a ``fallback`` is given, say so in one
+    warning and make the fallback (a generated dataset needs no network) available instead.
+    Other failures (a wrong checksum, an HTTP error) are raised as they are.
+    """
+    try:
+        for split in splits:
+            _split_paths(get_dataset(dataset), get_dataset(dataset).split(split), data_dir, download=True)
+        return dataset
+    except NetworkUnavailable as err:
+        if fallback is None:
+            raise
+        logger.warning("%s could not be downloaded (%s); using %s instead", dataset, str(err).split(";")[0], fallback)
+    for split in splits:
+        download_split(fallback, split, data_dir=data_dir, progress=progress)
+    return fallback

@@ -109,12 +109,12 @@ def _write_cache(folder: Path, stem: str, stamp: dict[str, int], images: np.ndar
             np.save(handle, labels)
 
     meta = {**stamp, "num_examples": len(labels)}
-    _atomic_write(images_path, write_images)
-    _atomic_write(labels_path, write_labels)
-    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    atomic_write_file(images_path, write_images)
+    atomic_write_file(labels_path, write_labels)
+    atomic_write_file(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
 
-def _atomic_write(final: Path, write: Callable[[Path], object]) -> None:
+def atomic_write_file(final: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary file beside ``final``, then move it into place."""
     # A unique name rather than mkstemp, whose 0600 mode would hide a shared cache from others.
     tmp = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")

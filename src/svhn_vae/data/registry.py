@@ -17,7 +17,7 @@ from typing import Literal
 
 from svhn_vae.errors import UserError
 
-FileFormat = Literal["mat", "idx"]
+FileFormat = Literal["mat", "idx", "generated"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]
     """(H, W, C) of one image, uint8 pixels."""
     file_format: FileFormat
-    """``mat`` (SVHN MATLAB files) or ``idx`` (MNIST-style IDX files, raw or gzipped)."""
+    """``mat`` (SVHN MATLAB files), ``idx`` (MNIST-style IDX files, raw or gzipped) or ``generated``
+    (made on the machine and cached as ``.npy``: :mod:`svhn_vae.data.synth_digits`)."""
     splits: dict[str, SplitInfo]
     """Splits by name, in the registry's order (iterating gives the names, like ``DATASETS``)."""
     torchvision_subdir: str
@@ -111,6 +112,13 @@ def _idx_split(
         for i, stem in enumerate(stems)
     )
     return SplitInfo(name, num_examples, images, labels)
+
+
+def _generated_split(name: str, num_examples: int) -> SplitInfo:
+    """One split made on the machine: ``<name>_images.npy`` and ``<name>_labels.npy``, no URL, no
+    published digest (the generation record holds the md5s)."""
+    return SplitInfo(name, num_examples, FileInfo(f"{name}_images.npy", "", None),
+                     FileInfo(f"{name}_labels.npy", "", None))
 
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -156,6 +164,16 @@ DATASETS: dict[str, DatasetInfo] = {
             )),
         ),
         torchvision_subdir="FashionMNIST/raw",
+    ),
+    # Generated, SVHN-like colour digits in SVHN's split sizes (see svhn_vae.data.synth_digits).
+    "synth-digits": DatasetInfo(
+        name="synth-digits",
+        image_shape=(32, 32, 3),
+        file_format="generated",
+        splits=_by_name(
+            _generated_split("train", 73_257), _generated_split("test", 26_032), _generated_split("extra", 531_131),
+        ),
+        torchvision_subdir="synth-digits",
     ),
 }
 
