@@ -35,8 +35,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 # ---- registry -----------------------------------------------------------------------------
 
 
-def test_registry_describes_the_three_datasets() -> None:
-    assert set(DATASETS) == {"svhn", "mnist", "fashion-mnist"}
+def test_registry_describes_the_four_datasets() -> None:
+    assert set(DATASETS) == {"svhn", "mnist", "fashion-mnist", "synth-digits"}
+    synth = get_dataset("synth-digits")
+    assert synth.file_format == "generated" and synth.image_shape == (32, 32, 3)
+    assert {name: s.num_examples for name, s in synth.splits.items()} == {"train": 73_257, "test": 26_032, "extra": 531_131}
     svhn = get_dataset("svhn")
     assert svhn.image_shape == (32, 32, 3)
     assert {name: s.num_examples for name, s in svhn.splits.items()} == {"train": 73_257, "test": 26_032, "extra": 531_131}
@@ -146,14 +149,14 @@ def test_cache_falls_back_to_user_cache_when_source_folder_is_not_writable(
 ) -> None:
     source_dir = tmp_path / "read-only"
     images, _ = write_fake_split("svhn", "test", source_dir, num_examples=3)
-    real_write = mat_cache._atomic_write
+    real_write = mat_cache.atomic_write_file
 
     def refuse_source_dir(final: Path, write: object) -> None:
         if final.parent == source_dir:
             raise PermissionError(f"read-only: {final}")
         real_write(final, write)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mat_cache, "_atomic_write", refuse_source_dir)
+    monkeypatch.setattr(mat_cache, "atomic_write_file", refuse_source_dir)
     split = load_split("svhn", "test", data_dir=source_dir)
     assert isinstance(split.images, np.memmap)
     np.testing.assert_array_equal(split.images, images)
