@@ -270,7 +270,9 @@ def _fast() -> Config:
     700 whitened components of dequantized pixels, a log-variance output head floored at 1e-4 of
     each code's variance and started at it (``--likelihood gaussian-relu-eps`` gets eps = 1e-2 of
     each code's variance: 1e-4 let ReLU units die at the floor), 2x512 dense blocks without dropout,
-    32 latents, cosine learning rate. MNIST (README, "Results"): RESULT_FAST.
+    32 latents, cosine learning rate. On MNIST (README, "Results") it trains in 250 s on a 2-core
+    CPU and reaches 4.445 bits/dim on test (IWAE, K=1000), 0.84 better than the full-covariance
+    Gaussian; its latents are poor features (60.9% k-NN error with 100 labels).
     """
     return Config(
         preset="fast",
@@ -289,7 +291,9 @@ def _mnist_bernoulli() -> Config:
     """Pixels with a Bernoulli output on dynamically binarized MNIST, trained on the IWAE bound.
 
     2x512 dense blocks, 50 latents, k=5 importance samples (Burda et al. 2016), cosine learning
-    rate over 150 epochs. MNIST (README, "Results"): RESULT_BERNOULLI.
+    rate over 150 epochs. On MNIST (README, "Results") it trains in about 26 minutes on a 2-core
+    CPU (10.3 s per epoch) and reaches a test NLL of 85.64 nats (IWAE, K=1000; the IWAE paper's
+    one-layer VAE: 86.76).
     """
     return Config(
         preset="mnist-bernoulli",
