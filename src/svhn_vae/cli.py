@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from svhn_vae import cli_evaluate, cli_figures
-from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, get_preset, load_config_file
-from svhn_vae.config import field_docs as _field_docs
+from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, get_preset, load_config_file
 from svhn_vae.errors import UserError
 
 log = logging.getLogger("svhn_vae")
@@ -42,7 +41,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (``--latent-dim``, ``--no-whiten``, ...), default None = keep preset."""
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} settings (override the preset)")
-        docs = _field_docs(cls)
+        docs = field_docs(cls)
         for f in dataclasses.fields(cls):
             flag, help_text = "--" + f.name.replace("_", "-"), docs.get(f.name, "")
             if f.type == "bool":
@@ -115,8 +114,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
     splits = [args.split] if args.split else list(data.get_dataset(args.dataset).splits)
     if args.action == "ready":
-        print(data.ready_dataset(args.dataset, fallback=args.fallback, data_dir=args.data_dir,
-                                 progress=not args.no_progress))
+        print(data.ready_dataset(args.dataset, fallback=args.fallback, data_dir=args.data_dir))
     elif args.action == "generate":
         _generate(args, splits)
     elif args.action == "download":

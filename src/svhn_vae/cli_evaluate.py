@@ -53,15 +53,11 @@ def _load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np
     """uint8 images (N, H, W, C) and labels (N,) of one or several '+'-joined splits of the run's
     dataset, or of 'val', the part of the training split(s) the run held out (``val_fraction``)."""
     from svhn_vae.data import load_split
-    from svhn_vae.train import validation_split
 
     if splits == VAL_SPLIT:
         if cfg.data.val_fraction == 0:
             raise UserError("--split val needs a run trained with --val-fraction > 0; it held nothing out")
-        images, labels = _load_images(cfg, cfg.data.train_split, args)
-        images, labels = (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
-        _, val_idx = validation_split(cfg, len(images))
-        return images[val_idx], labels[val_idx]
+        return _training_part(cfg, args, validation=True)
     data_dir = args.data_dir if args.data_dir is not None else cfg.data.data_dir
     parts = [load_split(cfg.data.dataset, name, data_dir=data_dir, download=args.download)
              for name in splits.split("+")]
@@ -70,17 +66,18 @@ def _load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np
     return np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
 
 
-def _training_images(cfg: Config, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """The run's training images and labels as in training: limited (``data.limit``), without the
-    validation part."""
+def _training_part(cfg: Config, args: argparse.Namespace, *, validation: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of the run's training split(s) as in training (``data.limit`` applied):
+    the part it trained on, or with ``validation`` the part it held out (``val_fraction``)."""
     from svhn_vae.train import validation_split
 
     images, labels = _load_images(cfg, cfg.data.train_split, args)
     images, labels = (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
     if cfg.data.val_fraction == 0:
         return images, labels
-    train_idx, _ = validation_split(cfg, len(images))
-    return images[train_idx], labels[train_idx]
+    idx = validation_split(cfg, len(images))[1 if validation else 0]
+    return images[idx], labels[idx]
 
 
 def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.ndarray],
@@ -117,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if options.max_examples:
         test = (test[0][:options.max_examples], test[1][:options.max_examples])
     need_train = options.baselines or args.probe or args.quality
-    train = _training_images(cfg, args) if need_train else None
+    train = _training_part(cfg, args) if need_train else None
     result = {"run": str(args.run), "which": args.which, "preset": cfg.preset, "dataset": cfg.data.dataset,
               "device": str(device)}
     result.update(evaluate(trained, images=test[0], train_images=None if train is None else train[0],

@@ -118,7 +118,7 @@ def _split_info(meta: DatasetInfo, split: SplitInfo, data_dir: str | Path | None
 
 
 def ready_dataset(dataset: str, *, splits: tuple[str, ...] = ("train", "test"), fallback: str | None = None,
-                  data_dir: str | Path | None = None, progress: bool = False) -> str:
+                  data_dir: str | Path | None = None) -> str:
     """Make ``splits`` of ``dataset`` available (downloading what is missing) and return its name.
 
     When the download server cannot be reached at all and a ``fallback`` is given, say so in one
@@ -126,13 +126,17 @@ def ready_dataset(dataset: str, *, splits: tuple[str, ...] = ("train", "test"), 
     Other failures (a wrong checksum, an HTTP error) are raised as they are.
     """
     try:
-        for split in splits:
-            _split_paths(get_dataset(dataset), get_dataset(dataset).split(split), data_dir, download=True)
-        return dataset
+        return _make_available(dataset, splits, data_dir)
     except NetworkUnavailable as err:
         if fallback is None:
             raise
         logger.warning("%s could not be downloaded (%s); using %s instead", dataset, str(err).split(";")[0], fallback)
+    return _make_available(fallback, splits, data_dir)
+
+
+def _make_available(dataset: str, splits: tuple[str, ...], data_dir: str | Path | None) -> str:
+    """Locate, download or generate each of ``splits``; returns ``dataset``."""
+    info = get_dataset(dataset)
     for split in splits:
-        download_split(fallback, split, data_dir=data_dir, progress=progress)
-    return fallback
+        _split_paths(info, info.split(split), data_dir, download=True)
+    return dataset

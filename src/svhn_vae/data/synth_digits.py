@@ -18,8 +18,6 @@ is byte-identical for a given seed however many workers make it.
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
 import json
 import logging
 import math
@@ -34,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from numpy.lib.format import open_memmap
 
-from svhn_vae.data.checksums import FileCheck
+from svhn_vae.data.checksums import FileCheck, md5sum
 from svhn_vae.data.jpeg import jpeg
 from svhn_vae.data.mat_cache import atomic_write_file
 from svhn_vae.data.registry import get_dataset
@@ -305,27 +303,18 @@ def generate_split(folder: Path, split: str, *, num_examples: int | None = None,
 
     atomic_write_file(images_path, write_images)
     seconds = time.perf_counter() - t0
-    atomic_write_file(labels_path, lambda tmp: tmp.write_bytes(_npy_bytes(labels["y"])))
+    atomic_write_file(labels_path, lambda tmp: _save_npy(tmp, labels["y"]))
     record = {"dataset": "synth-digits", "split": split, "generator_version": GENERATOR_VERSION, "seed": seed,
               "num_examples": n, "image_shape": list(IMAGE_SHAPE), "chunk": CHUNK,
-              "images_md5": md5_file(images_path), "labels_md5": md5_file(labels_path),
+              "images_md5": md5sum(images_path, decompress=False), "labels_md5": md5sum(labels_path, decompress=False),
               "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
     atomic_write_file(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return record
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to the temporary name
+        np.save(handle, array)
 
 
 def load_split_arrays(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -353,7 +342,7 @@ def check_split(folder: Path, split: str) -> list[FileCheck]:
         if record is None or not path.exists():
             checks.append(FileCheck(name, None, "missing"))
             continue
-        actual = md5_file(path)
+        actual = md5sum(path, decompress=False)
         status = "ok" if actual == record[key] else "mismatch"
         checks.append(FileCheck(name, path, status, expected_md5=record[key], actual_md5=actual))
     return checks
