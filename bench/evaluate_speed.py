@@ -22,7 +22,6 @@ import json
 import resource
 import time
 
-import numpy as np
 import torch
 
 from svhn_vae.checkpoint import TrainedModel

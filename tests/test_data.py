@@ -149,14 +149,14 @@ def test_cache_falls_back_to_user_cache_when_source_folder_is_not_writable(
 ) -> None:
     source_dir = tmp_path / "read-only"
     images, _ = write_fake_split("svhn", "test", source_dir, num_examples=3)
-    real_write = mat_cache.atomic_write_file
+    real_write = mat_cache.write_file
 
     def refuse_source_dir(final: Path, write: object) -> None:
         if final.parent == source_dir:
             raise PermissionError(f"read-only: {final}")
         real_write(final, write)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mat_cache, "atomic_write_file", refuse_source_dir)
+    monkeypatch.setattr(mat_cache, "write_file", refuse_source_dir)
     split = load_split("svhn", "test", data_dir=source_dir)
     assert isinstance(split.images, np.memmap)
     np.testing.assert_array_equal(split.images, images)

@@ -9,10 +9,10 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from svhn_vae import cli
-from svhn_vae.baselines import bits_per_dim, dequantize
+from svhn_vae.baselines import RIDGE, bits_per_dim, dequantize
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.cli_evaluate import compare_table, format_table, lookup
-from svhn_vae.config import Config, ModelConfig, get_preset
+from svhn_vae.cli_evaluate import format_table, lookup
+from svhn_vae.config import ModelConfig, get_preset
 from svhn_vae.data.fakes import write_fake_split
 from svhn_vae.errors import UserError
 from svhn_vae.evaluate import (
@@ -100,22 +100,31 @@ def test_elbo_matches_the_analytic_kl_elbo_on_average(linear_case):
 
 # --- the pixel-space density of a PCA model ---------------------------------------------------------
 
-def pca_trained(*, whiten: bool, images: np.ndarray) -> tuple[TrainedModel, torch.Tensor, torch.Tensor, float]:
+def pca_trained(*, whiten: bool, images: np.ndarray, diagonal: bool = False
+                ) -> tuple[TrainedModel, torch.Tensor, torch.Tensor, float]:
     """A PCA(2) of 6-pixel images with an exact linear-Gaussian VAE on its codes; also A, b, s2."""
-    pca = PCA(2, whiten=whiten).fit(images.reshape(len(images), -1) / 255.0)
+    pca = PCA(2, whiten=whiten, keep_discarded=diagonal).fit(images.reshape(len(images), -1) / 255.0)
     a, b, s2 = torch.tensor([[0.5, 0.0], [0.0, 0.2]]), torch.tensor([0.1, -0.05]), 0.01
-    cfg = get_preset("fast").replace("pca", components=2, whiten=whiten)
+    cfg = get_preset("fast").replace("pca", components=2, whiten=whiten,
+                                     complement="diagonal" if diagonal else "isotropic")
     trained = TrainedModel(cfg, linear_gaussian_vae(a, b, s2), Representation((1, 2, 3), pca), None, 0)
     return trained, a, b, s2
 
 
 def direct_pixel_density(trained: TrainedModel, a: torch.Tensor, b: torch.Tensor, s2: float) -> MultivariateNormal:
-    """The same model written as one 6-dim Gaussian on pixels: N(m + V^T c0, V^T S V + sigma2 (I - V^T V))."""
+    """The same model written as one 6-dim Gaussian on pixels: N(m + V^T c0, V^T S V + C), where C
+    is sigma2 (I - V^T V) for the isotropic complement, W^T diag(discarded eigenvalues + ridge) W
+    for the diagonal one (W: the discarded eigenvectors)."""
     pca = trained.representation.pca
     v, lam = pca.components_, pca.explained_variance_
     scale = lam.sqrt() if pca.whiten else torch.ones(2, dtype=torch.float64)
     code_cov = scale[:, None] * (a @ a.T + s2 * torch.eye(2)).double() * scale[None, :]
-    cov = v.T @ code_cov @ v + pca.noise_variance_ * (torch.eye(6, dtype=torch.float64) - v.T @ v)
+    if pca.keep_discarded:
+        w = pca.discarded_components_.double()
+        rest = w.T @ torch.diag(pca.discarded_variance_ + RIDGE) @ w
+    else:
+        rest = pca.noise_variance_ * (torch.eye(6, dtype=torch.float64) - v.T @ v)
+    cov = v.T @ code_cov @ v + rest
     return MultivariateNormal(pca.mean_ + (scale * b.double()) @ v, cov)
 
 
@@ -126,9 +135,10 @@ def six_pixel_images() -> np.ndarray:
     return np.clip(base + rng.normal(0, 8, (400, 6)), 0, 255).astype(np.uint8).reshape(400, 1, 2, 3)
 
 
+@pytest.mark.parametrize("diagonal", [False, True])
 @pytest.mark.parametrize("whiten", [False, True])
-def test_pca_model_pixel_density_equals_direct_gaussian(whiten, six_pixel_images):
-    trained, a, b, s2 = pca_trained(whiten=whiten, images=six_pixel_images)
+def test_pca_model_pixel_density_equals_direct_gaussian(whiten, diagonal, six_pixel_images):
+    trained, a, b, s2 = pca_trained(whiten=whiten, images=six_pixel_images, diagonal=diagonal)
     u = dequantize(six_pixel_images[:50], generator=torch.Generator().manual_seed(0))
     x, correction = pixels_to_model_space(trained.representation, u)
     _, iwae = importance_bounds(trained.model, x, n_samples=5)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from svhn_vae import checkpoint as ckpt
+from svhn_vae.baselines import RIDGE, diagonal_log_prob, fit_full_pca, full_gaussian, split_pca
 from svhn_vae.config import LIKELIHOODS, ModelConfig
 from svhn_vae.errors import UserError
-from svhn_vae.representation import Representation
+from svhn_vae.representation import Representation, dequantize
 from svhn_vae.schedule import lr_factor
 from svhn_vae.train import TrainData, train
 from svhn_vae.vae import VAE, ElboTerms, gaussian_kl, loss_from_terms
@@ -51,6 +52,17 @@ def test_iwae_training_bound_equals_the_evaluation_bound():
     assert torch.allclose(loss_from_terms(terms), -terms.objective().mean())
     # Jensen: the k-sample bound is at least the mean of its log-weights (the k-sample ELBO), per example
     assert (terms.objective() >= log_w.mean(0) - 1e-5).all()
+
+
+def test_free_bits_count_each_dimension_at_least_the_threshold():
+    rec = torch.tensor([-10.0, -20.0])
+    kl_dims = torch.tensor([[0.1, 3.0, 0.0], [0.3, 1.0, 0.4]])  # batch means 0.2, 2.0, 0.2
+    terms = ElboTerms(rec=rec, kl=kl_dims.sum(1), kl_dims=kl_dims)
+    assert loss_from_terms(terms, free_bits=0.5).item() == pytest.approx(15.0 + 0.5 + 2.0 + 0.5)
+    assert loss_from_terms(terms, free_bits=0.1).item() == pytest.approx(loss_from_terms(terms).item())
+    model, x = _vae(), torch.randn(4, 12)
+    terms = model(x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(terms.kl_dims.sum(1), terms.kl) and terms.kl_dims.shape == (4, 3)
 
 
 def test_iwae_training_runs_and_reports_the_bound(tmp_path):
@@ -115,8 +127,23 @@ def test_dequantized_pca_makes_whitening_safe_on_constant_pixels():
     assert float(rep.pca.explained_variance_.min()) > 0.5 * noise_var
     result = train(cfg.replace("train", epochs=1), data=TrainData(padded))
     assert math.isfinite(result.history[0]["loss"])
-    with pytest.raises(UserError, match="dequantize"):
-        Representation.fit(cfg.replace("data", dequantize=False), [padded])
+    with pytest.raises(UserError, match="whitening divides"):
+        Representation.fit(cfg.replace("pca", complement="isotropic").replace("data", dequantize=False), [padded])
+
+
+def test_diagonal_complement_is_the_full_gaussians_density_on_the_discarded_directions():
+    images = synthetic_images(50, (8, 8, 1), seed=2)  # fewer images than pixels: 14 directions unseen
+    rep = Representation.fit(tiny_config().replace("pca", components=10), [images])
+    assert rep.pca.discarded_components_.shape == (54, 64)
+    assert float(rep.pca.discarded_variance_.min()) == 0.0
+    full = fit_full_pca(images, seed=0)  # dequantized with the seed Representation.fit used
+    u = dequantize(images, generator=torch.Generator().manual_seed(9))
+    gaussian = full_gaussian(full).log_prob(u)  # the baseline: kept part plus discarded part
+    coords, rest = split_pca(u, rep.pca)
+    kept = diagonal_log_prob(coords, full.explained_variance_[:10] + RIDGE)
+    assert torch.allclose(kept + rest, gaussian, rtol=1e-6)
+    with pytest.raises(UserError, match="complement"):
+        tiny_config().replace("data", dequantize=False)
 
 
 # --- heads that start from the data -------------------------------------------------------------
@@ -226,3 +253,25 @@ def test_nan_recovery_halves_the_whole_cosine_curve(monkeypatch):
     recovered = [r["lr"] for r in train(cfg, data=data).history]
     assert recovered[0] == pytest.approx(straight[0])
     assert recovered[1] == pytest.approx(0.5 * straight[1])  # the epoch rerun on the lowered curve, same step count
+
+
+# --- reduced precision ----------------------------------------------------------------------------
+
+def test_bf16_autocast_keeps_heads_kl_and_likelihood_in_float32():
+    from svhn_vae.precision import autocast
+
+    model, x = _vae(), torch.randn(6, 12)
+    with autocast("bf16", x.device):
+        hidden = model.decoder.trunk(torch.randn(6, 3))
+        terms = model(x)
+        mu, logvar = model.encode(x)
+    assert hidden.dtype == torch.bfloat16  # the hidden layers do run in bf16
+    assert terms.rec.dtype == terms.kl.dtype == mu.dtype == logvar.dtype == torch.float32
+    assert torch.allclose(terms.kl, gaussian_kl(mu, logvar))
+
+
+def test_bf16_training_follows_fp32_closely():
+    images = synthetic_images(256, (8, 8, 3))
+    losses = {p: train(tiny_config(epochs=3, precision=p), data=TrainData(images)).history[-1]["loss"]
+              for p in ("fp32", "bf16")}
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)

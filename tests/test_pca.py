@@ -83,6 +83,20 @@ def test_save_load_round_trip(low_rank, tmp_path):
     assert loaded.noise_variance_ == pca.noise_variance_ and loaded.whiten
 
 
+def test_discarded_eigenpairs_complete_the_covariance(low_rank, tmp_path):
+    pca = PCA(5, keep_discarded=True).fit(low_rank)
+    basis = torch.cat([pca.components_, pca.discarded_components_.double()])  # (40, 40)
+    assert torch.allclose(basis @ basis.T, torch.eye(40, dtype=torch.float64), atol=1e-6)
+    variances = torch.cat([pca.explained_variance_, pca.discarded_variance_])
+    cov = basis.T @ torch.diag(variances) @ basis
+    assert _rel(cov, np.cov(low_rank, rowvar=False)) < 1e-5
+    assert pca.noise_variance_ == pytest.approx(float(pca.discarded_variance_.mean()))
+    pca.save(tmp_path / "pca.npz")
+    loaded = PCA.load(tmp_path / "pca.npz")
+    assert torch.equal(loaded.discarded_components_, pca.discarded_components_)
+    assert torch.equal(loaded.discarded_variance_, pca.discarded_variance_) and loaded.keep_discarded
+
+
 def test_errors(tmp_path, low_rank):
     with pytest.raises(UserError, match="not fitted"):
         PCA(2).transform(low_rank)

@@ -10,8 +10,10 @@ orthogonal directions. Two baselines are such Gaussians:
   W W^T + sigma2 I has the top k eigenvalues on the kept directions and sigma2 = the mean of the
   D - k discarded eigenvalues on the rest.
 
-A PCA+VAE model replaces the Gaussian on the kept coordinates with the VAE and keeps the same
-isotropic term on the rest (:func:`complement_log_prob`), so it is a density on all D pixels.
+A PCA+VAE model replaces the Gaussian on the kept coordinates with the VAE and keeps a Gaussian
+on the rest (:func:`split_pca`), so it is a density on all D pixels: by default each discarded
+direction with its own eigenvalue plus the ridge (the full-covariance Gaussian's density there),
+or PPCA's isotropic term (:func:`complement_log_prob`).
 
 Both baselines are fitted on uniformly dequantized training pixels u = (x + U[0, 1)) / 256 and
 evaluated on dequantized test pixels, so they are in the units of the VAE's pixel-space figures:
@@ -35,7 +37,7 @@ from svhn_vae.representation import dequantize, dequantized_rows, iter_rows
 
 __all__ = [
     "RIDGE", "SubspaceGaussian", "baseline_metrics", "bernoulli_baseline_metrics", "binarized_rows", "bits_per_dim", "complement_log_prob", "dequantize",
-    "dequantized_rows", "fit_full_pca", "full_gaussian", "ppca", "split_subspace",
+    "dequantized_rows", "fit_full_pca", "full_gaussian", "ppca", "split_pca", "split_subspace",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -101,6 +103,27 @@ def complement_log_prob(residual_sq: torch.Tensor, *, dims: int, variance: float
     return -0.5 * (dims * (LOG_2PI + math.log(variance)) + residual_sq / variance)
 
 
+def diagonal_log_prob(coords: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
+    """(B,) log-density in nats of independent N(0, variances) (n,) at coordinates (B, n)."""
+    var = variances.to(coords.device, coords.dtype)
+    return -0.5 * (len(var) * LOG_2PI + var.log().sum() + (coords.pow(2) / var).sum(dim=-1))
+
+
+def split_pca(u: torch.Tensor, pca: PCA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates (B, K) of pixel rows u (B, D) along the kept components (unwhitened), and the
+    log-density (B,) in nats of their discarded part, both float64: per direction with its
+    eigenvalue plus ``RIDGE`` (the full-covariance Gaussian baseline's density on those directions)
+    when the PCA kept the discarded eigenvectors, else isotropic with ``noise_variance_``."""
+    if not getattr(pca, "keep_discarded", False):
+        coords, residual_sq = split_subspace(u, mean=pca.mean_, components=pca.components_)
+        dims = pca.n_features_in_ - pca.n_components_
+        return coords, complement_log_prob(residual_sq, dims=dims, variance=pca.noise_variance_)
+    centred = u.to(torch.float64) - pca.mean_.to(u.device, torch.float64)
+    coords = centred @ pca.components_.to(u.device, torch.float64).T
+    rest = centred @ pca.discarded_components_.to(u.device, torch.float64).T
+    return coords, diagonal_log_prob(rest, pca.discarded_variance_ + RIDGE)
+
+
 @dataclass
 class SubspaceGaussian:
     """N(mean, V^T diag(variances) V + noise_variance (I - V^T V)) on R^D; all tensors float64."""
@@ -117,10 +140,9 @@ class SubspaceGaussian:
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """(B,) log-density in nats of rows u (B, D)."""
         coords, residual_sq = split_subspace(u, mean=self.mean, components=self.components)
-        var = self.variances.to(coords.device)
-        kept = -0.5 * (len(var) * LOG_2PI + var.log().sum() + (coords.pow(2) / var).sum(dim=-1))
-        rest = len(self.mean) - len(var)
-        return kept + complement_log_prob(residual_sq, dims=rest, variance=self.noise_variance)
+        rest = len(self.mean) - len(self.variances)
+        return (diagonal_log_prob(coords, self.variances)
+                + complement_log_prob(residual_sq, dims=rest, variance=self.noise_variance))
 
 
 def fit_full_pca(images: np.ndarray, *, seed: int, batch_size: int = 4096, progress: bool = False) -> PCA:

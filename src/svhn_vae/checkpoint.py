@@ -4,7 +4,11 @@ A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoints/{last,best}
 A checkpoint is a plain dict::
 
     {"format_version": 2, "config": {...}, "model": state_dict, "optimizer": state_dict | None,
-     "scheduler": state_dict, "epoch": int, "representation": {...}, "train_state": {...}}
+     "scheduler": state_dict, "epoch": int, "representation": {...}, "train_state": {...},
+     "position": None | {"step": int, "totals": tensor, "order_rng": tensor}}
+
+``epoch`` counts whole epochs done; ``position`` (absent in older checkpoints) says how far the next
+one got when the checkpoint was written inside it.
 """
 
 from __future__ import annotations
@@ -13,17 +17,17 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from svhn_vae.atomic import atomic_write, write_json
 from svhn_vae.config import Config
 from svhn_vae.errors import UserError
 from svhn_vae.representation import Representation
+from svhn_vae.runlock import LOCK_FILE
 from svhn_vae.vae import VAE
 
 FORMAT_VERSION = 2
@@ -31,28 +35,6 @@ FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
@@ -113,8 +95,10 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
             truncate_metrics(run_dir, last_epoch=0)
             return False
         return True
-    if exists:
-        shutil.rmtree(run_dir)
+    if exists:  # everything but the lock file, which the caller may hold
+        for child in run_dir.iterdir():
+            if child.name != LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG_FILE, config.to_dict())
     return False

@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", default=None, help="ready: dataset to use when --dataset cannot be downloaded")
     p.add_argument("--seed", type=int, default=0, help="generate: seed of the generated images")
     p.add_argument("--num-examples", type=int, default=None, help="generate: images per split (default: SVHN's sizes)")
-    p.add_argument("--workers", type=int, default=None, help="generate: worker processes (default: one per CPU)")
+    p.add_argument("--workers", type=int, default=None, help="generate: worker threads (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="info: print every file's status as JSON")
     p.set_defaults(func=cmd_data)
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as e:
         print(f"svhn-vae: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("svhn-vae: interrupted; a training run continues with 'svhn-vae train --run-dir DIR --resume'",
               file=sys.stderr)

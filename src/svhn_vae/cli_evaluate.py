@@ -102,7 +102,15 @@ def _default_out(run: Path) -> Path:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from svhn_vae.checkpoint import load_trained, write_json
+    from svhn_vae.runlock import lock_if_run_folder
+
+    with lock_if_run_folder(args.run):
+        _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from svhn_vae.atomic import disk_errors, write_json
+    from svhn_vae.checkpoint import load_trained
     from svhn_vae.evaluate import EvalOptions, check_finite, evaluate
     from svhn_vae.train import resolve_device
 
@@ -123,7 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result.update(_extras(args, trained, test, train, device))
     check_finite(result)
     out = args.out if args.out is not None else _default_out(args.run)
-    write_json(out, result)
+    with disk_errors(str(out)):
+        write_json(out, result)
     if args.tensorboard:
         _log_to_tensorboard(args.run, result)
     print(summary(result))

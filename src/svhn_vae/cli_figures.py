@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from svhn_vae import figures
-from svhn_vae.checkpoint import CONFIG_FILE, TrainedModel, atomic_write, load_trained, read_metrics
+from svhn_vae.atomic import atomic_write, disk_errors
+from svhn_vae.checkpoint import CONFIG_FILE, TrainedModel, load_trained, read_metrics
 from svhn_vae.errors import UserError
 from svhn_vae.report import ReportFigure, config_docs, latest_training_samples, read_eval, render_report
+from svhn_vae.runlock import lock_if_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,11 @@ def _training_samples_figure(run_dir: Path) -> list[ReportFigure]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    with lock_if_run_folder(args.run):
+        _report(args)
+
+
+def _report(args: argparse.Namespace) -> None:
     ctx = _context(args)
     run_dir = ctx.run_dir()
     trained = ctx.trained
@@ -271,7 +278,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                          figures=report_figures, records=read_metrics(run_dir), eval_metrics=read_eval(run_dir),
                          summary=summary, config_descriptions=config_docs())
     out = args.out or run_dir / REPORT_FILE
-    with atomic_write(out) as tmp:
+    with disk_errors(str(out)), atomic_write(out) as tmp:
         tmp.write_text(html, encoding="utf-8")
     print(json.dumps({"report": str(out), "figures": [f.title for f in report_figures if f.png is not None]}))
 

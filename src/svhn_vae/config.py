@@ -24,11 +24,48 @@ INPUTS = ("pca", "pixels")
 ARCHITECTURES = ("dense", "conv")
 EARLY_STOPPING = ("train", "val", "none")
 LR_SCHEDULES = ("constant", "cosine")
+COMPLEMENTS = ("diagonal", "isotropic")
+PRECISIONS = ("fp32", "bf16")
+"""Training precisions (see svhn_vae.precision)."""
 
 
 def check(ok: bool, section: str, name: str, message: str) -> None:
     if not ok:
         raise UserError(f"config {section}.{name}: {message}")
+
+
+NON_FINITE_OK = {"logvar_min": -math.inf}
+"""Float fields that may take one non-finite value (the log-variance floor may be -inf: no floor)."""
+
+
+def _valid_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotated ``annotation`` (int, float, str, bool, optional str, int tuple)."""
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "str | None":
+        return value is None or isinstance(value, str)
+    if annotation == "tuple[int, ...]":
+        return isinstance(value, (tuple, list)) and all(_valid_type(v, "int") for v in value)
+    raise TypeError(f"no type check for annotation {annotation!r}")
+
+
+def check_fields(obj: Any, section: str) -> None:
+    """Every field of a config section has its annotated type and, if a number, is finite; ints
+    given for float fields become floats. Raises a UserError naming the field and the value."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        check(_valid_type(value, str(f.type)), section, f.name, f"{value!r} is not a valid {f.type}")
+        if str(f.type) == "float":
+            value = float(value)
+            setattr(obj, f.name, value)
+            check(math.isfinite(value) or NON_FINITE_OK.get(f.name) == value, section, f.name,
+                  f"{value} is not a finite number")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -64,6 +101,7 @@ class DataConfig:
     scores, and fit the PCA on it; off: pixels / 255, as the write-up did. Bernoulli models binarize."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "data")
         check(0.0 <= self.val_fraction < 0.5, "data", "val_fraction", "must be in [0, 0.5)")
         check(self.limit >= 0, "data", "limit", "must be >= 0")
 
@@ -76,9 +114,15 @@ class PCAConfig:
     """Number of principal components K kept."""
     whiten: bool = False
     """Scale codes to unit variance (the write-up did not)."""
+    complement: str = "diagonal"
+    """Density of the D - K discarded directions in pixel space: 'diagonal', a Gaussian with each
+    direction's own eigenvalue (the full-covariance Gaussian's density there; stores their D - K
+    eigenvectors), or 'isotropic', one variance, their mean (probabilistic PCA's)."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "pca")
         check(self.components > 0, "pca", "components", "must be a positive integer")
+        check(self.complement in COMPLEMENTS, "pca", "complement", f"must be one of {COMPLEMENTS}")
 
 
 @dataclass
@@ -122,6 +166,7 @@ class ModelConfig:
     """bernoulli: dynamically binarize training inputs (x ~ Bernoulli(pixel))."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "model")
         self.encoder_shared, self.encoder_branch = tuple(self.encoder_shared), tuple(self.encoder_branch)
         self.decoder, self.variance_head = tuple(self.decoder), tuple(self.variance_head)
         self.conv_channels = tuple(self.conv_channels)
@@ -132,10 +177,8 @@ class ModelConfig:
         check(0.0 <= self.dropout < 1.0, "model", "dropout", "must be in [0, 1)")
         check(self.eps > 0, "model", "eps", "must be positive")
         check(self.fixed_variance > 0, "model", "fixed_variance", "must be positive")
-        check(not math.isnan(self.logvar_min) and self.logvar_min != math.inf, "model", "logvar_min",
-              "must be a number or -inf")
-        widths = self.encoder_shared + self.encoder_branch + self.decoder + self.variance_head
-        check(all(w > 0 for w in widths), "model", "encoder_shared/decoder", "widths must be positive")
+        for name in ("encoder_shared", "encoder_branch", "decoder", "variance_head", "conv_channels"):
+            check(all(w > 0 for w in getattr(self, name)), "model", name, "widths must be positive")
         check(
             self.architecture == "dense" or self.input == "pixels",
             "model", "architecture", "'conv' needs input 'pixels' (PCA codes have no image layout)",
@@ -167,6 +210,9 @@ class TrainConfig:
     """Smallest decrease of the watched loss (nats per example) that counts as an improvement."""
     kl_warmup_epochs: int = 0
     """Linearly raise the KL weight from 0 to 1 over this many epochs (0: no warm-up)."""
+    free_bits: float = 0.0
+    """Nats of KL per latent dimension (batch mean) that cost nothing in training (Kingma et al. 2016),
+    so latents stay in use; metrics and evaluation always count the whole KL. 0: off; needs iw_samples 1."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value (0: no clipping)."""
     nan_lr_factor: float = 0.5
@@ -177,21 +223,36 @@ class TrainConfig:
     """Seed of every random choice (initialisation, batches, noise)."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
+    precision: str = "fp32"
+    """'fp32', or 'bf16': hidden layers under bfloat16 autocast, output heads, KL and loss in float32."""
     sample_every: int = 5
     """Write a sample grid into the run folder every this many epochs (0: never)."""
+    checkpoint_every_steps: int = 0
+    """Also write a checkpoint inside an epoch every this many optimizer steps (0: only at epoch ends
+    and by time); a resume continues from that step exactly."""
+    checkpoint_every_minutes: float = 10.0
+    """Also write a checkpoint inside an epoch when this many minutes passed since the last one (0: never):
+    a crash loses at most that much work, even in epochs of hours."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "train")
         check(self.epochs > 0, "train", "epochs", "must be positive")
         check(self.batch_size > 0, "train", "batch_size", "must be positive")
-        check(self.lr > 0 and math.isfinite(self.lr), "train", "lr", "must be a positive number")
+        check(self.lr > 0, "train", "lr", "must be positive")
         check(self.lr_schedule in LR_SCHEDULES, "train", "lr_schedule", f"must be one of {LR_SCHEDULES}")
         check(self.warmup_steps >= 0, "train", "warmup_steps", "must be >= 0")
         check(self.iw_samples > 0, "train", "iw_samples", "must be positive")
+        check(self.free_bits >= 0, "train", "free_bits", "must be >= 0")
+        check(self.free_bits == 0 or self.iw_samples == 1, "train", "free_bits",
+              "works on the one-sample ELBO: use --iw-samples 1")
         check(self.early_stopping in EARLY_STOPPING, "train", "early_stopping", f"must be one of {EARLY_STOPPING}")
         check(self.patience > 0, "train", "patience", "must be positive")
         check(0 < self.nan_lr_factor < 1, "train", "nan_lr_factor", "must be in (0, 1)")
         check(self.nan_retries >= 0, "train", "nan_retries", "must be >= 0")
         check(self.sample_every >= 0, "train", "sample_every", "must be >= 0")
+        check(self.precision in PRECISIONS, "train", "precision", f"must be one of {PRECISIONS}")
+        check(self.checkpoint_every_steps >= 0, "train", "checkpoint_every_steps", "must be >= 0")
+        check(self.checkpoint_every_minutes >= 0, "train", "checkpoint_every_minutes", "must be >= 0")
 
 
 @dataclass
@@ -207,6 +268,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.model.likelihood == "bernoulli":
             check(self.model.input == "pixels", "model", "likelihood", "'bernoulli' needs input 'pixels' in [0, 1]")
+        check(self.pca.complement == "isotropic" or self.data.dequantize or self.model.input != "pca", "pca",
+              "complement", "'diagonal' needs --dequantize (undequantized pixels can have eigenvalues of 0); "
+              "use --complement isotropic")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -251,7 +315,7 @@ def _blog_2017() -> Config:
     return Config(
         preset="blog-2017",
         data=DataConfig(dataset="svhn", dequantize=False),
-        pca=PCAConfig(components=500, whiten=False),
+        pca=PCAConfig(components=500, whiten=False, complement="isotropic"),
         model=ModelConfig(
             input="pca", latent_dim=512, input_batchnorm=True,
             encoder_shared=(2048,) * 3, encoder_branch=(2048,) * 2, decoder=(2048,) * 5,
@@ -283,7 +347,7 @@ def _fast() -> Config:
             input_batchnorm=False, likelihood="gaussian-logvar", logvar_min=math.log(1e-4), eps=1e-2,
         ),
         train=TrainConfig(epochs=40, batch_size=128, lr=1e-3, lr_schedule="cosine", warmup_steps=200,
-                          early_stopping="none"),
+                          kl_warmup_epochs=10, early_stopping="none"),
     )
 
 

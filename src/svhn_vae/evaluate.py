@@ -5,11 +5,12 @@ Likelihoods (see ARCHITECTURE.md, "Pixel-space likelihood of a PCA model"):
 * Gaussian models are scored on uniformly dequantized pixels u = (x + U[0, 1)) / 256 in [0, 1]^D
   (a seeded noise draw). A pixel model's density is on u directly. A PCA model's density is the
   VAE's on the K kept coordinates c = (u - mean) @ V^T (divided by sqrt(eigenvalue) when whitened,
-  which adds the log-Jacobian -0.5 sum(log eigenvalue)) times an isotropic Gaussian with variance
-  ``pca.noise_variance_`` on the D - K discarded directions. By default the VAE was trained on
-  exactly such dequantized pixels; a write-up model (``--no-dequantize``) was trained on
-  pixels/255, which changes nothing about the maths (a density on [0, 1]^D either way), it scores
-  the slightly shifted points as it finds them.
+  which adds the log-Jacobian -0.5 sum(log eigenvalue)) times a Gaussian on the D - K discarded
+  directions: each with its own eigenvalue (``--complement diagonal``, the default), or one
+  variance ``pca.noise_variance_`` (``isotropic``, probabilistic PCA's). By default the VAE was
+  trained on exactly such dequantized pixels; a write-up model (``--no-dequantize``) was trained
+  on pixels/255, which changes nothing about the maths (a density on [0, 1]^D either way), it
+  scores the slightly shifted points as it finds them.
 * Bernoulli models are scored on pixels binarized once, x_b ~ Bernoulli(pixel / 255), with a fixed
   seed: the standard "dynamically binarized MNIST" test NLL in nats that papers report.
 
@@ -36,11 +37,11 @@ import torch
 from tqdm.auto import tqdm
 
 from svhn_vae.baselines import (
-    baseline_metrics, bernoulli_baseline_metrics, binarized_rows, bits_per_dim, complement_log_prob, dequantized_rows, split_subspace,
+    baseline_metrics, bernoulli_baseline_metrics, binarized_rows, bits_per_dim, dequantized_rows, split_pca,
 )
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.config import check
-from svhn_vae.errors import UserError
+from svhn_vae.finite import MetricNotFinite, check_finite
 from svhn_vae.representation import PIXEL_MAX, Representation
 from svhn_vae.train import evaluate_loss
 from svhn_vae.vae import VAE
@@ -91,25 +92,6 @@ class EvalOptions:
         check(self.ppca_components >= 0, "eval", "ppca_components", "must be >= 0")
 
 
-class MetricNotFinite(UserError):
-    """A metric came out NaN or infinite: a result that must not be reported."""
-
-
-def check_finite(result: Any, path: str = "") -> None:
-    """Raise :class:`MetricNotFinite` naming the first NaN or infinite number in a nested result."""
-    if isinstance(result, dict):
-        for key, value in result.items():
-            check_finite(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(result, (list, tuple)):
-        for i, value in enumerate(result):
-            check_finite(value, f"{path}[{i}]")
-    elif isinstance(result, float) and not math.isfinite(result):
-        raise MetricNotFinite(
-            f"metric {path} is {result}: nothing was written. Likely causes: the model's weights or its output "
-            "variance are not finite (check the run's metrics.jsonl), or a PCA direction with zero variance "
-            "(retrain with --dequantize)")
-
-
 # --- likelihood bounds -----------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -131,13 +113,12 @@ def importance_bounds(model: VAE, x: torch.Tensor, *, n_samples: int, generator:
 
 def pixels_to_model_space(rep: Representation, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Model input (B, K) float32 for pixel rows u (B, D) in [0, 1], and the log-density (B,) float64
-    in nats to add to the model's to get a density on u: log|Jacobian| plus the isotropic Gaussian on
-    the discarded PCA directions (zero for pixel models)."""
+    in nats to add to the model's to get a density on u: log|Jacobian| plus the Gaussian on the
+    discarded PCA directions (zero for pixel models)."""
     if rep.pca is None:
         return u.float(), torch.zeros(len(u), dtype=torch.float64, device=u.device)
     pca = rep.pca
-    coords, residual_sq = split_subspace(u, mean=pca.mean_, components=pca.components_)
-    rest = complement_log_prob(residual_sq, dims=rep.pixel_dim - pca.n_components_, variance=pca.noise_variance_)
+    coords, rest = split_pca(u, pca)
     if not pca.whiten:
         return coords.float(), rest
     lam = pca.explained_variance_.to(u.device)

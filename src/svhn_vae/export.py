@@ -24,6 +24,7 @@ import torch
 
 import svhn_vae
 from svhn_vae import checkpoint as ckpt
+from svhn_vae.atomic import write_json
 from svhn_vae.config import Config
 from svhn_vae.errors import UserError
 
@@ -81,7 +82,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, which: str = "best", ove
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         ckpt.save_checkpoint(tmp / MODEL_FILE, {k: state[k] for k in ("config", "model", "representation", "epoch")})
-        ckpt.write_json(tmp / CARD_FILE, card(state, run_dir, which=file.stem))
+        write_json(tmp / CARD_FILE, card(state, run_dir, which=file.stem))
         for name in COPIED:
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, tmp / name)

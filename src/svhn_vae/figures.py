@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from svhn_vae.checkpoint import atomic_write
+from svhn_vae.atomic import atomic_write
 from svhn_vae.representation import Representation
 from svhn_vae.vae import VAE, reparameterize
 

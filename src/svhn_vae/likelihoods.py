@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svhn_vae.config import ModelConfig
+from svhn_vae.precision import full_precision
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -32,10 +33,11 @@ OutputLayer = Callable[[], nn.Module]
 
 
 class Bernoulli:
-    """Independent Bernoulli pixels given by logits (B, D); data in [0, 1] (binary or not)."""
+    """Independent Bernoulli pixels given by logits (B, D); data in [0, 1] (binary or not). The
+    parameters are kept in float32, so log-likelihoods sum in float32 under bf16 autocast."""
 
     def __init__(self, logits: torch.Tensor) -> None:
-        self.logits = logits
+        self.logits = logits.float()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) log-likelihood in nats: sum_d x log p + (1 - x) log(1 - p)."""
@@ -49,11 +51,11 @@ class Bernoulli:
 
 
 class Gaussian:
-    """Diagonal Gaussian with mean ``loc`` (B, D) and variance ``var`` (B, D) or (D,)."""
+    """Diagonal Gaussian with mean ``loc`` (B, D) and variance ``var`` (B, D) or (D,), kept in float32."""
 
     def __init__(self, loc: torch.Tensor, var: torch.Tensor) -> None:
-        self.loc = loc
-        self.var = var
+        self.loc = loc.float()
+        self.var = var.float()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) log-density in nats: -0.5 * sum_d [log(2 pi var) + (x - loc)^2 / var]."""
@@ -101,7 +103,8 @@ class BernoulliHead(nn.Module):
         init_output(self.logits, torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
 
     def forward(self, h: torch.Tensor) -> Bernoulli:
-        return Bernoulli(self.logits(h))
+        with full_precision(h.device):
+            return Bernoulli(self.logits(h.float()))
 
 
 class GaussianHead(nn.Module):
@@ -137,7 +140,9 @@ class GaussianHead(nn.Module):
         raise NotImplementedError
 
     def forward(self, h: torch.Tensor) -> Gaussian:
-        return Gaussian(self.loc(h), self.variance(h))
+        with full_precision(h.device):  # the output layers in float32 even under bf16 autocast
+            h = h.float()
+            return Gaussian(self.loc(h), self.variance(h))
 
 
 class FixedVarianceHead(GaussianHead):

@@ -31,10 +31,13 @@ class PCA:
     ``mean_`` (D,), ``components_`` (K, D) with orthonormal rows, ``explained_variance_`` (K,),
     ``explained_variance_ratio_`` (K,), ``singular_values_`` (K,), ``noise_variance_`` (a float: the
     mean of the discarded eigenvalues, as in probabilistic PCA), ``n_components_``, ``n_samples_``.
+    With ``keep_discarded`` also ``discarded_components_`` (D - K, D) float32, the orthonormal
+    eigenvectors of every other direction, and ``discarded_variance_`` (D - K,) their eigenvalues
+    (0 beyond the rank when there were fewer samples than pixels).
     """
 
     def __init__(self, n_components: int | float | None = None, *, whiten: bool = False,
-                 shift: Array | None = None) -> None:
+                 shift: Array | None = None, keep_discarded: bool = False) -> None:
         """``n_components``: an int K, a fraction in (0, 1) of the variance to keep, or None for all.
 
         ``shift``: an optional rough mean (D,) subtracted before accumulating, which keeps the
@@ -44,6 +47,7 @@ class PCA:
         self.n_components = n_components
         self.whiten = whiten
         self.shift = shift
+        self.keep_discarded = keep_discarded
 
     # --- fitting ----------------------------------------------------------------------------------
 
@@ -83,7 +87,8 @@ class PCA:
         eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
         eigvals, eigvecs = eigvals.flip(0).clamp_min(0.0), eigvecs.flip(1)
         rank = min(n, d)  # scikit-learn keeps min(N, D) eigenvalues
-        self._set_fitted(self._shift + mean_shifted, eigvecs.T[:rank], eigvals[:rank], n)
+        eigvals[rank:] = 0.0
+        self._set_fitted(self._shift + mean_shifted, eigvecs.T, eigvals, n, rank=rank)
         del self._sum, self._sq
         return self
 
@@ -109,8 +114,10 @@ class PCA:
             raise UserError(f"PCA n_components={k} must be an int in [1, {len(eigvals)}] or a fraction in (0, 1)")
         return k
 
-    def _set_fitted(self, mean: torch.Tensor, vecs: torch.Tensor, eigvals: torch.Tensor, n: int) -> None:
-        k = self._n_kept(eigvals)
+    def _set_fitted(self, mean: torch.Tensor, vecs: torch.Tensor, eigvals: torch.Tensor, n: int, *,
+                    rank: int) -> None:
+        """From all D eigenpairs (eigenvalues descending, 0 beyond ``rank``)."""
+        k = self._n_kept(eigvals[:rank])
         # Deterministic signs: the largest-magnitude entry of each component is positive.
         idx = vecs.abs().argmax(dim=1)
         signs = torch.sign(vecs[torch.arange(len(vecs)), idx])
@@ -120,7 +127,10 @@ class PCA:
         self.explained_variance_ = eigvals[:k].clone()
         self.explained_variance_ratio_ = eigvals[:k] / eigvals.sum()
         self.singular_values_ = torch.sqrt(eigvals[:k] * (n - 1))
-        self.noise_variance_ = float(eigvals[k:].mean()) if k < len(eigvals) else 0.0
+        self.noise_variance_ = float(eigvals[k:rank].mean()) if k < rank else 0.0
+        if self.keep_discarded:
+            self.discarded_components_ = vecs[k:].float().contiguous()
+            self.discarded_variance_ = eigvals[k:].clone()
         self.n_components_ = k
         self.n_samples_ = n
         self.n_features_in_ = mean.shape[0]
@@ -169,13 +179,23 @@ class PCA:
         self._check_fitted()
         state: dict[str, Any] = {name: getattr(self, name).clone() for name in self._ARRAYS}
         state.update(noise_variance_=self.noise_variance_, n_samples_=self.n_samples_, whiten=self.whiten)
+        if self.keep_discarded:
+            state.update(discarded_components_=self.discarded_components_.clone(),
+                         discarded_variance_=self.discarded_variance_.clone())
         return state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PCA:
-        pca = cls(int(state["components_"].shape[0]), whiten=bool(state["whiten"]))
+        keep = "discarded_components_" in state
+        pca = cls(int(state["components_"].shape[0]), whiten=bool(state["whiten"]), keep_discarded=keep)
         for name in cls._ARRAYS:
             setattr(pca, name, torch.as_tensor(np.asarray(state[name]), dtype=torch.float64))
+            if not torch.isfinite(getattr(pca, name)).all():
+                raise UserError(f"PCA array {name} holds NaN or infinite values; the file or checkpoint is corrupt: "
+                                "refit the PCA or retrain")
+        if keep:
+            pca.discarded_components_ = torch.as_tensor(np.asarray(state["discarded_components_"]), dtype=torch.float32)
+            pca.discarded_variance_ = torch.as_tensor(np.asarray(state["discarded_variance_"]), dtype=torch.float64)
         pca.noise_variance_ = float(state["noise_variance_"])
         pca.n_samples_ = int(state["n_samples_"])
         pca.n_components_ = pca.components_.shape[0]
@@ -184,7 +204,7 @@ class PCA:
 
     def save(self, path: str | Path) -> None:
         """Write the fitted arrays to an ``.npz`` file (atomically)."""
-        from svhn_vae.checkpoint import atomic_write
+        from svhn_vae.atomic import atomic_write
 
         state = {k: np.asarray(v) for k, v in self.state_dict().items()}
         with atomic_write(Path(path)) as tmp:

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from svhn_vae.checkpoint import TrainedModel, atomic_write
+from svhn_vae.atomic import atomic_write
+from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.data.paths import user_cache_dir
 from svhn_vae.errors import UserError
 

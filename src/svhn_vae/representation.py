@@ -81,7 +81,8 @@ class Representation:
                        for u in dequantized_rows(images, seed=cfg.train.seed + i, batch_size=batch_size))
         else:
             batches = (rows / PIXEL_MAX for images in splits for rows in iter_rows(images, batch_size))
-        pca = PCA(cfg.pca.components, whiten=cfg.pca.whiten).fit_batches(batches)
+        pca = PCA(cfg.pca.components, whiten=cfg.pca.whiten,
+                  keep_discarded=cfg.pca.complement == "diagonal").fit_batches(batches)
         if pca.whiten and float(pca.explained_variance_.min()) < 1e-10:
             raise UserError("whitening divides by a PCA eigenvalue of almost 0 (pixels that never change); "
                             "train with --dequantize, or keep fewer --components, or drop --whiten")

@@ -1,9 +1,12 @@
 """The training loop: Adam, a learning-rate schedule, early stopping, a NaN guard, checkpoints
-every epoch, exact resume.
+every epoch (and inside long epochs, or on Ctrl-C), exact resume.
 
 ``train`` is one readable function; the helpers above it do one thing each. Metrics are per-example
 nats. The loop keeps the training set in memory on the training device in its stored form (uint8
 pixels, dequantized and projected batch by batch with fresh noise, or PCA codes computed once).
+The concerns around the loop live in their own modules: the run-folder lock (:mod:`runlock`),
+signals and mid-epoch checkpoints (:mod:`interruption`), bf16 autocast (:mod:`precision`),
+failed writes (:mod:`atomic`) and non-finite metrics (:mod:`finite`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,14 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from svhn_vae import checkpoint as ckpt
+from svhn_vae.atomic import disk_errors
 from svhn_vae.config import Config
 from svhn_vae.errors import UserError
+from svhn_vae.finite import check_finite
+from svhn_vae.interruption import CheckpointClock, StopRequest, TrainingStopped
+from svhn_vae.precision import autocast
 from svhn_vae.representation import Representation
+from svhn_vae.runlock import holding_run_lock
 from svhn_vae.schedule import make_scheduler, scale_base_lrs
 from svhn_vae.tracking import TensorBoardLog
 from svhn_vae.vae import VAE, loss_from_terms
@@ -113,18 +122,51 @@ class _NonFinite(Exception):
     """The loss or the weights became NaN/Inf during an epoch."""
 
 
+@dataclass
+class EpochPosition:
+    """Where an unfinished epoch stands: what a mid-epoch checkpoint needs to continue it exactly."""
+
+    step: int
+    """Optimizer steps (batches) done in this epoch."""
+    totals: torch.Tensor
+    """(3,) float64 sums of the loss, rec and kl over the examples seen so far."""
+    order_rng: torch.Tensor
+    """State of the batch-order generator before this epoch's permutation (which it redraws)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "totals": self.totals.cpu(), "order_rng": self.order_rng}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None) -> EpochPosition | None:
+        return None if state is None else cls(int(state["step"]), state["totals"], state["order_rng"])
+
+
 def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation, data: torch.Tensor,
-               *, beta: float, generator: torch.Generator, bar: tqdm,
-               scheduler: LRScheduler | None = None) -> dict[str, float]:
-    """One pass over the shuffled training set; returns mean loss terms per example (nats)."""
+               *, beta: float, generator: torch.Generator, bar: tqdm, scheduler: LRScheduler | None = None,
+               position: EpochPosition | None = None,
+               pause: Callable[[], bool] = lambda: False) -> dict[str, float] | EpochPosition:
+    """One pass over the shuffled training set; returns mean loss terms per example (nats).
+
+    ``position`` continues an unfinished epoch (the same batch order, the sums so far). When
+    ``pause()`` turns True after a step, the epoch stops there and returns its position instead.
+    """
     model.train()
     n, bs = len(data), cfg.train.batch_size
-    totals = torch.zeros(3, dtype=torch.float64, device=data.device)  # loss, rec, kl sums
+    if position is not None:
+        generator.set_state(position.order_rng)
+    order_rng = generator.get_state()
     order = torch.randperm(n, generator=generator).to(data.device)
+    first = position.step if position is not None else 0
+    totals = position.totals.to(data.device) if position is not None else \
+        torch.zeros(3, dtype=torch.float64, device=data.device)  # loss, rec, kl sums
+    bar.update(min(n, first * bs))
     for step, start in enumerate(range(0, n, bs)):
+        if step < first:
+            continue
         idx = order[start:start + bs]
-        terms = model(_model_input(cfg, rep, data[idx]), iw_samples=cfg.train.iw_samples)
-        loss = loss_from_terms(terms, beta=beta)
+        with autocast(cfg.train.precision, data.device):
+            terms = model(_model_input(cfg, rep, data[idx]), iw_samples=cfg.train.iw_samples)
+        loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
@@ -139,6 +181,10 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
             loss_, rec_, kl_ = (totals / (start + len(idx))).tolist()
             bar.set_postfix(loss=f"{loss_:.2f}", rec=f"{rec_:.2f}", kl=f"{kl_:.2f}", refresh=False)
         bar.update(len(idx))
+        if start + bs < n and pause():
+            if not torch.isfinite(totals).all():
+                raise _NonFinite
+            return EpochPosition(step + 1, totals.detach().clone(), order_rng)
     loss, rec, kl = (totals / n).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}
 
@@ -163,13 +209,29 @@ def _snapshot(model: VAE, opt: torch.optim.Optimizer, scheduler: LRScheduler) ->
 
 
 def _checkpoint_state(cfg: Config, model: VAE, opt: torch.optim.Optimizer, scheduler: LRScheduler,
-                      rep: Representation, epoch: int, state: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
+                      rep: Representation, epoch: int, state: dict[str, Any], gen: torch.Generator,
+                      position: EpochPosition | None = None) -> dict[str, Any]:
+    """Everything a resume needs: ``epoch`` whole epochs done, and ``position`` in the next one."""
     rng = {"torch": torch.get_rng_state(), "batches": gen.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "representation": rep.state_dict(),
+            "position": None if position is None else position.state_dict(),
             "train_state": {**state, "rng": rng}}
+
+
+def _save(path: Path, full: dict[str, Any]) -> None:
+    """Write a checkpoint; a full disk or a read-only folder is a one-line error, the old file intact."""
+    with disk_errors(f"checkpoint {path.name}"):
+        ckpt.save_checkpoint(path, full)
+
+
+def _stop_if_asked(stop: StopRequest, run_dir: Path, where: str) -> None:
+    """After a checkpoint: end the run with a one-line message if a signal asked for it."""
+    if stop.requested:
+        raise TrainingStopped(f"stopped by {stop.signal_name} at {where}, after writing "
+                              f"{ckpt.checkpoint_path(run_dir)}; continue with --resume")
 
 
 def _restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
@@ -205,6 +267,7 @@ def _write_samples(cfg: Config, model: VAE, rep: Representation, run_dir: Path, 
     return grid
 
 
+@holding_run_lock
 def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | None = None,
           resume: bool = False, overwrite: bool = False, progress: bool = False,
           tensorboard: bool = False) -> TrainResult:
@@ -212,7 +275,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
 
     ``resume`` continues from ``run_dir``'s last checkpoint exactly (weights, optimizer, epoch,
     early-stopping counters and random state). ``tensorboard`` also logs every epoch to
-    ``run_dir/tensorboard`` (:mod:`svhn_vae.tracking`). Returns the model in its best state when
+    ``run_dir/tensorboard`` (:mod:`svhn_vae.tracking`). The run folder is locked meanwhile
+    (:mod:`svhn_vae.runlock`): a second writer is refused. Returns the model in its best state when
     early stopping is on, else its last.
     """
     # --- setup ----------------------------------------------------------------------------------
@@ -227,7 +291,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
 
     # --- data and representation (PCA fitted on the training images only) -----------------------
     data = data if data is not None else load_train_data(cfg)  # before the run folder: no empty runs
-    resuming = run_dir is not None and ckpt.prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+    with disk_errors(f"the run folder {run_dir}"):
+        resuming = run_dir is not None and ckpt.prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
     start = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir)) if resuming else None
     if start is not None:
         rep = Representation.from_state_dict(start["representation"])
@@ -261,49 +326,66 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     # --- loop ---------------------------------------------------------------------------------------
     stopped_early = state["bad_epochs"] >= tc.patience and tc.early_stopping != "none"
     epoch = first_epoch
-    while epoch <= tc.epochs and not stopped_early:
-        beta = min(1.0, epoch / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
-        good = _snapshot(model, opt, scheduler)
-        t0 = time.perf_counter()
-        with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
-                  leave=False) as bar:
-            try:
-                record = _run_epoch(cfg, model, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
-                                    scheduler=scheduler)
-            except _NonFinite:
-                _recover_from_nan(cfg, model, opt, scheduler, good, state, epoch, run_dir)
+    position = EpochPosition.from_state_dict(start.get("position")) if start is not None else None
+    clock = CheckpointClock(every_steps=tc.checkpoint_every_steps, every_minutes=tc.checkpoint_every_minutes)
+    t0 = time.perf_counter()
+    with StopRequest() as stop:
+        # Inside an epoch, pause for a checkpoint when one is due or a signal asked to stop.
+        pause = (lambda: stop.requested or clock.due()) if run_dir is not None else (lambda: False)
+        while epoch <= tc.epochs and not stopped_early:
+            beta = min(1.0, epoch / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
+            good = _snapshot(model, opt, scheduler)
+            with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
+                      leave=False) as bar:
+                try:
+                    result = _run_epoch(cfg, model, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
+                                        scheduler=scheduler, position=position, pause=pause)
+                except _NonFinite:
+                    _recover_from_nan(cfg, model, opt, scheduler, good, state, epoch, run_dir)
+                    continue
+            if isinstance(result, EpochPosition):  # a checkpoint inside the epoch, then on (or stop)
+                position = result
+                full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch - 1, state, gen, position)
+                _save(ckpt.checkpoint_path(run_dir, "last"), full)
+                clock.reset()
+                _stop_if_asked(stop, run_dir, f"epoch {epoch}, step {position.step}")
                 continue
-        seconds = time.perf_counter() - t0
-        record = {"epoch": epoch, **record, "beta": beta, "lr": opt.param_groups[0]["lr"], "seconds": seconds,
-                  "images_per_s": len(train_x) / seconds}
-        if val_x is not None:
-            record.update({f"val_{k}": v for k, v in evaluate_loss(model, rep, val_x, seed=tc.seed).items()})
+            position = None
+            seconds, t0 = time.perf_counter() - t0, time.perf_counter()
+            record = {"epoch": epoch, **result, "beta": beta, "lr": opt.param_groups[0]["lr"], "seconds": seconds,
+                      "images_per_s": len(train_x) / seconds}
+            if val_x is not None:
+                record.update({f"val_{k}": v for k, v in evaluate_loss(model, rep, val_x, seed=tc.seed).items()})
 
-        # --- early stopping, log, checkpoint ------------------------------------------------------
-        # Without early stopping the run's result is its last epoch, so best.pt follows it.
-        improved = tc.early_stopping == "none" or _watched(cfg, record) < state["best"] - tc.min_delta
-        if improved:
-            state.update(best=_watched(cfg, record), bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        stopped_early = tc.early_stopping != "none" and state["bad_epochs"] >= tc.patience
-        record["best"] = state["best"]
-        history.append(record)
-        log.info("epoch %d: loss %.3f (rec %.3f, kl %.3f), %.0f img/s", epoch, record["loss"], record["rec"],
-                 record["kl"], record["images_per_s"])
-        if run_dir is not None:
-            ckpt.append_metrics(run_dir, record)
-            if tb is not None:
-                tb.epoch(record)
-            full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch, state, gen)
+            # --- early stopping, log, checkpoint --------------------------------------------------
+            # Without early stopping the run's result is its last epoch, so best.pt follows it.
+            improved = tc.early_stopping == "none" or _watched(cfg, record) < state["best"] - tc.min_delta
             if improved:
-                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), full)
-            ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), full)
-            if tc.sample_every and epoch % tc.sample_every == 0:
-                grid = _write_samples(cfg, model, rep, run_dir, epoch)
+                state.update(best=_watched(cfg, record), bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            stopped_early = tc.early_stopping != "none" and state["bad_epochs"] >= tc.patience
+            record["best"] = state["best"]
+            history.append(record)
+            log.info("epoch %d: loss %.3f (rec %.3f, kl %.3f), %.0f img/s", epoch, record["loss"], record["rec"],
+                     record["kl"], record["images_per_s"])
+            if run_dir is not None:
+                check_finite(record, "metrics.jsonl")
+                with disk_errors("metrics.jsonl"):
+                    ckpt.append_metrics(run_dir, record)
                 if tb is not None:
-                    tb.image("samples", grid, step=epoch)
-        epoch += 1
+                    tb.epoch(record)
+                full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch, state, gen)
+                if improved:
+                    _save(ckpt.checkpoint_path(run_dir, "best"), full)
+                _save(ckpt.checkpoint_path(run_dir, "last"), full)
+                clock.reset()
+                if tc.sample_every and epoch % tc.sample_every == 0:
+                    grid = _write_samples(cfg, model, rep, run_dir, epoch)
+                    if tb is not None:
+                        tb.image("samples", grid, step=epoch)
+                _stop_if_asked(stop, run_dir, f"the end of epoch {epoch}")
+            epoch += 1
 
     if tb is not None:
         tb.close()

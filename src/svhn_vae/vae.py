@@ -2,7 +2,8 @@
 
 ``forward`` returns the reconstruction log-likelihood log p(x|z) and the closed-form
 KL(q(z|x) || p(z)) for every example; the training loss is ``-(rec - beta * kl).mean()``, made in
-one place (:func:`loss_from_terms`). With ``iw_samples=k > 1`` it also returns the IWAE bound
+one place (:func:`loss_from_terms`; with free bits, each latent dimension's batch-mean KL below a
+threshold costs nothing there). With ``iw_samples=k > 1`` it also returns the IWAE bound
 (Burda et al. 2016) of every example, and the loss is its negative mean. Importance weighting
 lives in :meth:`VAE.log_weights`.
 """
@@ -32,6 +33,8 @@ class ElboTerms:
     """(k, B) log p(z) - log q(z|x) of each of k > 1 importance samples (None for the plain ELBO)."""
     rec_samples: torch.Tensor | None = None
     """(k, B) log p(x|z) of each importance sample (None for the plain ELBO)."""
+    kl_dims: torch.Tensor | None = None
+    """(B, L) the closed-form KL of each latent dimension (plain ELBO only); ``kl`` is their sum."""
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -46,9 +49,14 @@ class ElboTerms:
         return torch.logsumexp(self.rec_samples + beta * self.log_ratio, dim=0) - math.log(k)
 
 
+def gaussian_kl_dims(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(B, L) KL(N(mu, exp(logvar)) || N(0, 1)) = 0.5 * (mu^2 + exp(logvar) - 1 - logvar) per dimension, in nats."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """(B,) KL(N(mu, exp(logvar)) || N(0, I)) = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar), in nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+    """(B,) KL(N(mu, exp(logvar)) || N(0, I)), summed over the latent dimensions, in nats."""
+    return gaussian_kl_dims(mu, logvar).sum(dim=-1)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -63,9 +71,17 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, generator: torch.G
     return mu + torch.exp(0.5 * logvar) * noise
 
 
-def loss_from_terms(terms: ElboTerms, *, beta: float = 1.0) -> torch.Tensor:
-    """The training loss: the negative (beta-weighted) bound, summed over dimensions, averaged over the batch."""
-    return -terms.objective(beta=beta).mean()
+def loss_from_terms(terms: ElboTerms, *, beta: float = 1.0, free_bits: float = 0.0) -> torch.Tensor:
+    """The training loss: the negative (beta-weighted) bound, summed over dimensions, averaged over the batch.
+
+    ``free_bits`` > 0 (Kingma et al. 2016): each latent dimension's KL, averaged over the batch,
+    counts as at least ``free_bits`` nats, so dimensions below it are free to carry information.
+    """
+    if free_bits <= 0:
+        return -terms.objective(beta=beta).mean()
+    if terms.kl_dims is None:
+        raise ValueError("free bits need the per-dimension KL of the one-sample ELBO")
+    return beta * terms.kl_dims.mean(0).clamp_min(free_bits).sum() - terms.rec.mean()
 
 
 class VAE(nn.Module):
@@ -79,8 +95,10 @@ class VAE(nn.Module):
         self.encoder, self.decoder = build_networks(cfg, data_dim=data_dim, image_shape=image_shape)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance (B, L) of q(z|x)."""
-        return self.encoder(x)
+        """Mean and log-variance (B, L) of q(z|x), float32 even under bf16 autocast (the KL and the
+        importance weights are computed from them)."""
+        mu, logvar = self.encoder(x)
+        return mu.float(), logvar.float()
 
     def decode(self, z: torch.Tensor):
         """The output distribution p(x|z) for z (B, L)."""
@@ -100,7 +118,8 @@ class VAE(nn.Module):
             return ElboTerms(rec=rec.mean(0), kl=-log_ratio.mean(0), log_ratio=log_ratio, rec_samples=rec)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, generator=generator)
-        return ElboTerms(rec=self.decode(z).log_prob(x), kl=gaussian_kl(mu, logvar))
+        kl_dims = gaussian_kl_dims(mu, logvar)
+        return ElboTerms(rec=self.decode(z).log_prob(x), kl=kl_dims.sum(dim=-1), kl_dims=kl_dims)
 
     def _importance_terms(self, x: torch.Tensor, n_samples: int, *,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ test holds it to Pillow's output.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,25 +24,44 @@ _CHROMA_TABLE = torch.full((8, 8), 99.0)
 _CHROMA_TABLE[:4, :4] = torch.tensor([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]],
                                      dtype=torch.float32)
 _RGB_TO_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC_TO_RGB = torch.linalg.inv(_RGB_TO_YCC)
 
 
-def _dct_matrix() -> torch.Tensor:
-    """The orthonormal 8-point DCT-II matrix (8, 8)."""
+@functools.lru_cache(maxsize=1)
+def _block_dct() -> torch.Tensor:
+    """(64, 64) the orthonormal 2-D DCT-II of a row-major 8x8 block as one matrix: the Kronecker
+    product of the 8-point DCT matrix with itself (one large matrix product beats many 8x8 ones)."""
     k, i = torch.arange(8.0)[:, None], torch.arange(8.0)[None, :]
     d = torch.cos((2 * i + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
     d[0] /= math.sqrt(2)
-    return d
+    return torch.kron(d, d)
 
 
 def _quantise_blocks(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """DCT, quantise with ``tables`` (n, 8, 8), round and invert, on the 8x8 blocks of planes (n, H, W)."""
     n, h, w = plane.shape
-    d = _dct_matrix()
-    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 3)  # (n, by, bx, 8, 8)
-    coeffs = d @ blocks @ d.T
-    q = tables[:, None, None]
-    blocks = d.T @ (torch.round(coeffs / q) * q) @ d
-    return blocks.transpose(2, 3).reshape(n, h, w)
+    dct = _block_dct()
+    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(n, -1, 64)  # (n, blocks, 64)
+    q = tables.reshape(n, 1, 64)
+    blocks = (torch.round(blocks @ dct.T / q) * q) @ dct
+    return blocks.reshape(n, h // 8, w // 8, 8, 8).transpose(2, 3).reshape(n, h, w)
+
+
+@functools.lru_cache(maxsize=1)
+def _chroma_resampling() -> tuple[torch.Tensor, torch.Tensor]:
+    """(16, 32) averaging of pixel pairs and (32, 16) bilinear upsampling (half-pixel centres, as
+    ``F.interpolate(..., align_corners=False)``), applied along each axis as matrix products."""
+    down = torch.zeros(16, 32)
+    down[torch.arange(16), 2 * torch.arange(16)] = 0.5
+    down[torch.arange(16), 2 * torch.arange(16) + 1] = 0.5
+    up = F.interpolate(torch.eye(16)[None, None], size=(32, 16), mode="bilinear", align_corners=False)[0, 0]
+    return down, up
+
+
+def _colour_transform(images: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """matrix (3, 3) @ each pixel's channels (n, 3, H, W), plus offset (3,)."""
+    n, c, h, w = images.shape
+    return (matrix @ images.reshape(n, c, h * w) + offset[:, None]).reshape(n, c, h, w)
 
 
 def jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
@@ -51,10 +71,11 @@ def jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     scale = torch.where(quality < 50, 5000 / quality, 200 - 2 * quality)[:, None, None] / 100
     luma_q = (torch.floor(_LUMA_TABLE * scale + 0.5)).clamp(1, 255)
     chroma_q = (torch.floor(_CHROMA_TABLE * scale + 0.5)).clamp(1, 255)
-    ycc = torch.einsum("cd,ndhw->nchw", _RGB_TO_YCC, images * 255) + torch.tensor([0.0, 128, 128])[:, None, None]
-    y = _quantise_blocks(ycc[:, 0] - 128, luma_q) + 128
-    chroma = F.avg_pool2d(ycc[:, 1:], 2)  # (n, 2, 16, 16)
-    cb, cr = (_quantise_blocks(chroma[:, c] - 128, chroma_q) + 128 for c in (0, 1))
-    chroma = F.interpolate(torch.stack([cb, cr], 1), scale_factor=2, mode="bilinear", align_corners=False)
-    ycc = torch.cat([y[:, None], chroma], 1) - torch.tensor([0.0, 128, 128])[:, None, None]
-    return torch.einsum("cd,ndhw->nchw", torch.linalg.inv(_RGB_TO_YCC), ycc) / 255
+    # every plane centred on 0: the level shift of 128 cancels the chroma offsets of 128
+    ycc = _colour_transform(images, _RGB_TO_YCC * 255, torch.tensor([-128.0, 0.0, 0.0]))
+    y = _quantise_blocks(ycc[:, 0], luma_q)
+    down, up = _chroma_resampling()
+    chroma = down @ ycc[:, 1:] @ down.T  # 4:2:0, the mean of each 2x2 block: (n, 2, 16, 16)
+    cb, cr = (_quantise_blocks(chroma[:, c], chroma_q) for c in (0, 1))
+    chroma = up @ torch.stack([cb, cr], 1) @ up.T  # back to (n, 2, 32, 32)
+    return _colour_transform(torch.cat([y[:, None], chroma], 1), _YCC_TO_RGB / 255, _YCC_TO_RGB[:, 0] * 128 / 255)

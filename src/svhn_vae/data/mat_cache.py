@@ -18,14 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from svhn_vae.atomic import write_file
 from svhn_vae.data.paths import user_cache_dir
 from svhn_vae.data.readers import read_svhn_mat
 
@@ -109,17 +107,6 @@ def _write_cache(folder: Path, stem: str, stamp: dict[str, int], images: np.ndar
             np.save(handle, labels)
 
     meta = {**stamp, "num_examples": len(labels)}
-    atomic_write_file(images_path, write_images)
-    atomic_write_file(labels_path, write_labels)
-    atomic_write_file(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
-
-
-def atomic_write_file(final: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write`` on a temporary file beside ``final``, then move it into place."""
-    # A unique name rather than mkstemp, whose 0600 mode would hide a shared cache from others.
-    tmp = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(images_path, write_images)
+    write_file(labels_path, write_labels)
+    write_file(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))

@@ -1,0 +1,108 @@
+"""Training throughput against the hardware: images/s of the real training loop, fp32 and bf16.
+
+For each preset (``fast``, ``blog-2017``) and precision (``fp32``, ``bf16``) a run of the project's
+own ``train()`` on generated ``synth-digits`` images (SVHN's shape); the figure is the last epoch's
+``images_per_s`` from the loop's own record (the first epoch warms caches up). Timed in the same
+process, for the same preset and batch size:
+
+* ``gflop_per_image``: the training FLOPs of one image counted from the model's Linear layers
+  (forward 2 * in * out per layer, backward twice that);
+* the **ceiling**: the same Linear layers alone, chained without BatchNorm, ReLU, Dropout, loss or
+  optimizer, forward and backward, images/s (in fp32 and under bf16 autocast);
+* the matrix-product rate of the machine (a 2048 x 2048 by batch x 2048 product, GFLOP/s);
+
+and the ratios that matter: fp32 loop / fp32 ceiling, bf16 loop / fp32 loop.
+
+Run:  .venv/bin/python bench/train_throughput.py [--presets fast blog-2017] [--n 4000] [--epochs 2]
+Prints one JSON line at the end: {preset: {fp32_images_per_s, bf16_images_per_s, ceiling_fp32_images_per_s,
+ceiling_bf16_images_per_s, gflop_per_image, fp32_of_ceiling, bf16_speedup, batch_size}, matmul_gflops: {fp32, bf16}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch import nn
+
+from svhn_vae.config import get_preset
+from svhn_vae.data import synth_digits
+from svhn_vae.precision import autocast
+from svhn_vae.train import TrainData, train
+from svhn_vae.vae import VAE
+
+
+def linear_shapes(model: VAE) -> list[tuple[int, int]]:
+    """(in, out) of every Linear layer of the model, in registration order."""
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def training_gflop_per_image(shapes: list[tuple[int, int]]) -> float:
+    """Forward 2 * in * out FLOPs per layer and image; backward (input and weight gradients) twice that."""
+    return 3 * sum(2 * i * o for i, o in shapes) / 1e9
+
+
+def _timed(step, *, seconds: float = 3.0) -> float:
+    """Calls of ``step`` per second after two warm-up calls, over at least ``seconds``."""
+    step(), step()
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        calls += 1
+    return calls / (time.perf_counter() - t0)
+
+
+def linear_ceiling(shapes: list[tuple[int, int]], batch: int, precision: str) -> float:
+    """Images/s of the model's Linear layers alone, forward and backward, each fed a (batch, in) input."""
+    layers = [nn.Linear(i, o) for i, o in shapes]
+    inputs = [torch.randn(batch, i, requires_grad=True) for i, _ in shapes]
+    device = torch.device("cpu")
+
+    def step() -> None:
+        with autocast(precision, device):
+            out = sum(layer(x).float().sum() for layer, x in zip(layers, inputs))
+        out.backward()
+
+    return batch * _timed(step)
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, batch: int = 1000) -> float:
+    a, b = torch.randn(batch, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return 2 * batch * size * size * _timed(lambda: a @ b, seconds=2.0) / 1e9
+
+
+def loop_images_per_s(preset: str, precision: str, images, epochs: int) -> float:
+    cfg = get_preset(preset).replace("train", epochs=epochs, precision=precision, device="cpu", sample_every=0,
+                                     early_stopping="none", kl_warmup_epochs=0, warmup_steps=0)
+    return train(cfg, data=TrainData(images)).history[-1]["images_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["fast", "blog-2017"])
+    parser.add_argument("--n", type=int, default=4000, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+
+    images = synth_digits.generate(args.n, seed=0, split="train")[0]
+    result: dict = {"threads": torch.get_num_threads(), "n": args.n,
+                    "matmul_gflops": {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}}
+    for preset in args.presets:
+        cfg = get_preset(preset)
+        model = VAE(cfg.model, data_dim=cfg.pca.components, image_shape=(32, 32, 3))
+        shapes, batch = linear_shapes(model), cfg.train.batch_size
+        row = {"batch_size": batch, "gflop_per_image": training_gflop_per_image(shapes)}
+        for precision in ("fp32", "bf16"):
+            row[f"{precision}_images_per_s"] = loop_images_per_s(preset, precision, images, args.epochs)
+            row[f"ceiling_{precision}_images_per_s"] = linear_ceiling(shapes, batch, precision)
+        row["fp32_of_ceiling"] = row["fp32_images_per_s"] / row["ceiling_fp32_images_per_s"]
+        row["bf16_speedup"] = row["bf16_images_per_s"] / row["fp32_images_per_s"]
+        result[preset] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+        print(preset, result[preset], flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
