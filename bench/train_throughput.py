@@ -11,11 +11,13 @@ process, for the same preset and batch size:
   optimizer, forward and backward, images/s (in fp32 and under bf16 autocast);
 * the matrix-product rate of the machine (a 2048 x 2048 by batch x 2048 product, GFLOP/s);
 
-and the ratios that matter: fp32 loop / fp32 ceiling, bf16 loop / fp32 loop.
+and the ratios that matter: fp32 loop / fp32 ceiling, bf16 loop / fp32 loop; and how far the
+bf16 run's loss after the same steps (same seed, same data) is from the fp32 one's.
 
-Run:  .venv/bin/python bench/train_throughput.py [--presets fast blog-2017] [--n 4000] [--epochs 2]
+Run:  .venv/bin/python bench/train_throughput.py [--presets fast blog-2017] [--n 12000] [--epochs 2]
 Prints one JSON line at the end: {preset: {fp32_images_per_s, bf16_images_per_s, ceiling_fp32_images_per_s,
-ceiling_bf16_images_per_s, gflop_per_image, fp32_of_ceiling, bf16_speedup, batch_size}, matmul_gflops: {fp32, bf16}}.
+ceiling_bf16_images_per_s, gflop_per_image, fp32_of_ceiling, bf16_speedup, fp32_loss, bf16_loss,
+bf16_loss_rel_diff, batch_size}, matmul_gflops: {fp32, bf16}}.
 """
 
 from __future__ import annotations
@@ -73,16 +75,18 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, batch: int = 1000) -> fl
     return 2 * batch * size * size * _timed(lambda: a @ b, seconds=2.0) / 1e9
 
 
-def loop_images_per_s(preset: str, precision: str, images, epochs: int) -> float:
+def loop_run(preset: str, precision: str, images, epochs: int) -> tuple[float, float]:
+    """The last epoch's images/s and training loss (nats per example) of the real training loop."""
     cfg = get_preset(preset).replace("train", epochs=epochs, precision=precision, device="cpu", sample_every=0,
                                      early_stopping="none", kl_warmup_epochs=0, warmup_steps=0)
-    return train(cfg, data=TrainData(images)).history[-1]["images_per_s"]
+    last = train(cfg, data=TrainData(images)).history[-1]
+    return last["images_per_s"], last["loss"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["fast", "blog-2017"])
-    parser.add_argument("--n", type=int, default=4000, help="training images per epoch")
+    parser.add_argument("--n", type=int, default=12_000, help="training images per epoch (blog-2017: 12 steps)")
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
 
@@ -95,11 +99,12 @@ def main() -> None:
         shapes, batch = linear_shapes(model), cfg.train.batch_size
         row = {"batch_size": batch, "gflop_per_image": training_gflop_per_image(shapes)}
         for precision in ("fp32", "bf16"):
-            row[f"{precision}_images_per_s"] = loop_images_per_s(preset, precision, images, args.epochs)
+            row[f"{precision}_images_per_s"], row[f"{precision}_loss"] = loop_run(preset, precision, images, args.epochs)
             row[f"ceiling_{precision}_images_per_s"] = linear_ceiling(shapes, batch, precision)
         row["fp32_of_ceiling"] = row["fp32_images_per_s"] / row["ceiling_fp32_images_per_s"]
         row["bf16_speedup"] = row["bf16_images_per_s"] / row["fp32_images_per_s"]
-        result[preset] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+        row["bf16_loss_rel_diff"] = abs(row["bf16_loss"] - row["fp32_loss"]) / abs(row["fp32_loss"])
+        result[preset] = {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
         print(preset, result[preset], flush=True)
     print(json.dumps(result))
 

@@ -121,3 +121,14 @@ def test_config_errors_name_the_field():
         ModelConfig(input="pca", architecture="conv")
     with pytest.raises(UserError, match="unknown preset"):
         get_preset("huge")
+
+
+def test_dropout_zeroes_a_fraction_p_and_keeps_the_mean():
+    from svhn_vae.networks import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.2), torch.ones(1000, 500)
+    y = drop.train()(x)
+    assert abs(float((y == 0).float().mean()) - 0.2) < 0.005
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1.25)) and abs(float(y.mean()) - 1.0) < 0.01
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)

@@ -13,11 +13,28 @@ from svhn_vae.config import ModelConfig
 from svhn_vae.likelihoods import make_head
 
 
+class Dropout(nn.Module):
+    """Inverted dropout (as ``nn.Dropout``) whose mask is ``rand >= p``: on a CPU, drawing uniforms
+    takes half the time of ``bernoulli_``, which was 9% of a `blog-2017` training step."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * ((torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p)))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class DenseBlock(nn.Sequential):
-    """Linear -> BatchNorm -> ReLU -> Dropout."""
+    """Linear -> BatchNorm -> ReLU (in place: BatchNorm's backward does not need its output) -> Dropout."""
 
     def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
-        super().__init__(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(), nn.Dropout(dropout))
+        super().__init__(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True), Dropout(dropout))
 
 
 def dense_stack(in_dim: int, widths: tuple[int, ...], dropout: float) -> tuple[nn.Sequential, int]:

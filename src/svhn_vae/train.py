@@ -105,7 +105,8 @@ INIT_EXAMPLES = 10_000
 
 
 def make_optimizer(cfg: Config, model: VAE) -> torch.optim.Optimizer:
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    """Adam, its update fused into one kernel per step (CPU and CUDA; 2% of a `blog-2017` step here)."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, fused=True)
 
 
 def _binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -328,13 +329,14 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     epoch = first_epoch
     position = EpochPosition.from_state_dict(start.get("position")) if start is not None else None
     clock = CheckpointClock(every_steps=tc.checkpoint_every_steps, every_minutes=tc.checkpoint_every_minutes)
-    t0 = time.perf_counter()
+    seconds = 0.0  # training time of the epoch in progress (its steps only)
     with StopRequest() as stop:
         # Inside an epoch, pause for a checkpoint when one is due or a signal asked to stop.
         pause = (lambda: stop.requested or clock.due()) if run_dir is not None else (lambda: False)
         while epoch <= tc.epochs and not stopped_early:
             beta = min(1.0, epoch / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
             good = _snapshot(model, opt, scheduler)
+            t0 = time.perf_counter()
             with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
                       leave=False) as bar:
                 try:
@@ -343,6 +345,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
                 except _NonFinite:
                     _recover_from_nan(cfg, model, opt, scheduler, good, state, epoch, run_dir)
                     continue
+            seconds += time.perf_counter() - t0
             if isinstance(result, EpochPosition):  # a checkpoint inside the epoch, then on (or stop)
                 position = result
                 full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch - 1, state, gen, position)
@@ -351,9 +354,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
                 _stop_if_asked(stop, run_dir, f"epoch {epoch}, step {position.step}")
                 continue
             position = None
-            seconds, t0 = time.perf_counter() - t0, time.perf_counter()
             record = {"epoch": epoch, **result, "beta": beta, "lr": opt.param_groups[0]["lr"], "seconds": seconds,
                       "images_per_s": len(train_x) / seconds}
+            seconds = 0.0
             if val_x is not None:
                 record.update({f"val_{k}": v for k, v in evaluate_loss(model, rep, val_x, seed=tc.seed).items()})
 
