@@ -85,6 +85,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from svhn_vae import checkpoint
+    from svhn_vae.distributed import launched_rank
     from svhn_vae.train import train
 
     if args.config is not None:
@@ -99,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     last = result.history[-1] if result.history else {}
     summary = {"run_dir": str(args.run_dir), "epochs": len(result.history), "stopped_early": result.stopped_early,
                **{k: last[k] for k in ("loss", "rec", "kl", "val_loss", "images_per_s") if k in last}}
-    print(json.dumps(summary))
+    if launched_rank() == 0:  # under torchrun, one summary for the run
+        print(json.dumps(summary))
 
 
 def cmd_export(args: argparse.Namespace) -> None:

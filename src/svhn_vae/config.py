@@ -225,6 +225,8 @@ class TrainConfig:
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
     precision: str = "fp32"
     """'fp32', or 'bf16': hidden layers under bfloat16 autocast, output heads, KL and loss in float32."""
+    sync_batchnorm: bool = False
+    """Under torchrun with several CUDA processes: BatchNorm statistics over the whole global batch."""
     sample_every: int = 5
     """Write a sample grid into the run folder every this many epochs (0: never)."""
     checkpoint_every_steps: int = 0

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from svhn_vae.distributed import launched_rank
 from svhn_vae.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -86,9 +87,11 @@ def lock_if_run_folder(path: str | Path) -> contextlib.AbstractContextManager:
 
 
 def holding_run_lock(fn: F) -> F:
-    """Decorate a function with a ``run_dir`` keyword so that it runs holding that folder's lock."""
+    """Decorate a function with a ``run_dir`` keyword so that it runs holding that folder's lock
+    (rank 0 alone under torchrun: the other ranks never write into the folder)."""
     @functools.wraps(fn)
     def locked(*args: Any, run_dir: str | Path | None = None, **kwargs: Any) -> Any:
-        with run_lock(run_dir) if run_dir is not None else contextlib.nullcontext():
+        holds = run_dir is not None and launched_rank() == 0
+        with run_lock(run_dir) if holds else contextlib.nullcontext():
             return fn(*args, run_dir=run_dir, **kwargs)
     return locked  # type: ignore[return-value]

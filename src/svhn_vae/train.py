@@ -26,8 +26,10 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from svhn_vae import checkpoint as ckpt
+from svhn_vae import distributed
 from svhn_vae.atomic import disk_errors
 from svhn_vae.config import Config
+from svhn_vae.distributed import World
 from svhn_vae.errors import UserError
 from svhn_vae.finite import check_finite
 from svhn_vae.interruption import CheckpointClock, StopRequest, TrainingStopped
@@ -144,12 +146,14 @@ class EpochPosition:
 
 def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation, data: torch.Tensor,
                *, beta: float, generator: torch.Generator, bar: tqdm, scheduler: LRScheduler | None = None,
-               position: EpochPosition | None = None,
-               pause: Callable[[], bool] = lambda: False) -> dict[str, float] | EpochPosition:
+               position: EpochPosition | None = None, pause: Callable[[], bool] = lambda: False,
+               world: World = World()) -> dict[str, float] | EpochPosition:
     """One pass over the shuffled training set; returns mean loss terms per example (nats).
 
     ``position`` continues an unfinished epoch (the same batch order, the sums so far). When
     ``pause()`` turns True after a step, the epoch stops there and returns its position instead.
+    With several processes (``world``) each takes its share of every batch and the sums are added
+    up over all of them (a position holds the global sums, which rank 0 carries on).
     """
     model.train()
     n, bs = len(data), cfg.train.batch_size
@@ -158,13 +162,16 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
     order_rng = generator.get_state()
     order = torch.randperm(n, generator=generator).to(data.device)
     first = position.step if position is not None else 0
-    totals = position.totals.to(data.device) if position is not None else \
-        torch.zeros(3, dtype=torch.float64, device=data.device)  # loss, rec, kl sums
+    totals = torch.zeros(3, dtype=torch.float64, device=data.device)  # loss, rec, kl sums
+    seen = 0  # examples in those sums
+    if position is not None and world.is_main:
+        totals += position.totals.to(data.device)
+        seen = first * bs
     bar.update(min(n, first * bs))
     for step, start in enumerate(range(0, n, bs)):
         if step < first:
             continue
-        idx = order[start:start + bs]
+        idx = world.shard(order[start:start + bs])
         with autocast(cfg.train.precision, data.device):
             terms = model(_model_input(cfg, rep, data[idx]), iw_samples=cfg.train.iw_samples)
         loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
@@ -176,17 +183,19 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
         if scheduler is not None:
             scheduler.step()
         totals += torch.stack([loss.detach() * len(idx), terms.rec.detach().sum(), terms.kl.detach().sum()])
+        seen += len(idx)
         if step % 20 == 0 or start + bs >= n:  # an occasional host sync catches NaNs early enough
-            if not torch.isfinite(totals).all():
+            if not torch.isfinite(world.sum(totals)).all():
                 raise _NonFinite
-            loss_, rec_, kl_ = (totals / (start + len(idx))).tolist()
+            loss_, rec_, kl_ = (totals / seen).tolist()
             bar.set_postfix(loss=f"{loss_:.2f}", rec=f"{rec_:.2f}", kl=f"{kl_:.2f}", refresh=False)
         bar.update(len(idx))
         if start + bs < n and pause():
+            totals = world.sum(totals)
             if not torch.isfinite(totals).all():
                 raise _NonFinite
             return EpochPosition(step + 1, totals.detach().clone(), order_rng)
-    loss, rec, kl = (totals / n).tolist()
+    loss, rec, kl = (world.sum(totals) / n).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}
 
 
@@ -220,6 +229,16 @@ def _checkpoint_state(cfg: Config, model: VAE, opt: torch.optim.Optimizer, sched
             "scheduler": scheduler.state_dict(), "epoch": epoch, "representation": rep.state_dict(),
             "position": None if position is None else position.state_dict(),
             "train_state": {**state, "rng": rng}}
+
+
+def _open_run_dir(cfg: Config, run_dir: Path, world: World, *, resume: bool, overwrite: bool) -> bool:
+    """Create or reopen the run folder (rank 0; the other ranks wait for it); True when resuming
+    from a checkpoint."""
+    if world.is_main:
+        with disk_errors(f"the run folder {run_dir}"):
+            resuming = ckpt.prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+    world.barrier()
+    return resuming if world.is_main else resume and ckpt.checkpoint_path(run_dir).exists()
 
 
 def _save(path: Path, full: dict[str, Any]) -> None:
@@ -283,8 +302,9 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     # --- setup ----------------------------------------------------------------------------------
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    device = resolve_device(tc.device)
+    world, device = distributed.setup(resolve_device(tc.device))  # several processes under torchrun
     run_dir = Path(run_dir) if run_dir is not None else None
+    writes = run_dir is not None and world.is_main  # only rank 0 writes into the run folder
     if run_dir is not None:
         ckpt.check_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)  # refuse before any slow work
     elif tensorboard:
@@ -292,8 +312,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
 
     # --- data and representation (PCA fitted on the training images only) -----------------------
     data = data if data is not None else load_train_data(cfg)  # before the run folder: no empty runs
-    with disk_errors(f"the run folder {run_dir}"):
-        resuming = run_dir is not None and ckpt.prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite)
+    resuming = run_dir is not None and _open_run_dir(cfg, run_dir, world, resume=resume, overwrite=overwrite)
     start = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir)) if resuming else None
     if start is not None:
         rep = Representation.from_state_dict(start["representation"])
@@ -305,6 +324,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
 
     # --- model, optimizer and learning-rate schedule ----------------------------------------------
     model = build_model(cfg, rep, init_data=None if start is not None else train_x).to(device)
+    net = distributed.wrap(model, world, sync_batchnorm=tc.sync_batchnorm)  # what the steps call
     opt = make_optimizer(cfg, model)
     scheduler = make_scheduler(tc, opt, steps_per_epoch=math.ceil(len(train_x) / tc.batch_size))
     gen = torch.Generator().manual_seed(tc.seed)
@@ -318,11 +338,15 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
         state = {k: v for k, v in start["train_state"].items() if k != "rng"}
         _restore_rng(start["train_state"]["rng"], gen)
         first_epoch = start["epoch"] + 1
-        ckpt.truncate_metrics(run_dir, last_epoch=start["epoch"])
+        if writes:
+            ckpt.truncate_metrics(run_dir, last_epoch=start["epoch"])
+        world.barrier()
         history = ckpt.read_metrics(run_dir)
         log.info("resuming %s from epoch %d", run_dir, start["epoch"])
+    if world.active:  # the same initial weights everywhere (DDP copies rank 0's), other noise per rank
+        torch.manual_seed(tc.seed + 1_000_003 * world.rank + 7_919 * first_epoch)
     log.info("model: %d trainable parameters on %s", sum(p.numel() for p in model.parameters() if p.requires_grad), device)
-    tb = TensorBoardLog(run_dir) if tensorboard else None
+    tb = TensorBoardLog(run_dir) if tensorboard and writes else None
 
     # --- loop ---------------------------------------------------------------------------------------
     stopped_early = state["bad_epochs"] >= tc.patience and tc.early_stopping != "none"
@@ -332,7 +356,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     seconds = 0.0  # training time of the epoch in progress (its steps only)
     with StopRequest() as stop:
         # Inside an epoch, pause for a checkpoint when one is due or a signal asked to stop.
-        pause = (lambda: stop.requested or clock.due()) if run_dir is not None else (lambda: False)
+        pause = (lambda: world.any(clock.due() or stop.requested, device)) if run_dir is not None else (lambda: False)
         while epoch <= tc.epochs and not stopped_early:
             beta = min(1.0, epoch / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
             good = _snapshot(model, opt, scheduler)
@@ -340,16 +364,18 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
             with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
                       leave=False) as bar:
                 try:
-                    result = _run_epoch(cfg, model, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
-                                        scheduler=scheduler, position=position, pause=pause)
+                    result = _run_epoch(cfg, net, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
+                                        scheduler=scheduler, position=position, pause=pause, world=world)
                 except _NonFinite:
                     _recover_from_nan(cfg, model, opt, scheduler, good, state, epoch, run_dir)
                     continue
             seconds += time.perf_counter() - t0
+            world.copy_buffers_from_main(model)
             if isinstance(result, EpochPosition):  # a checkpoint inside the epoch, then on (or stop)
                 position = result
-                full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch - 1, state, gen, position)
-                _save(ckpt.checkpoint_path(run_dir, "last"), full)
+                if writes:
+                    full = _checkpoint_state(cfg, model, opt, scheduler, rep, epoch - 1, state, gen, position)
+                    _save(ckpt.checkpoint_path(run_dir, "last"), full)
                 clock.reset()
                 _stop_if_asked(stop, run_dir, f"epoch {epoch}, step {position.step}")
                 continue
@@ -372,8 +398,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
             history.append(record)
             log.info("epoch %d: loss %.3f (rec %.3f, kl %.3f), %.0f img/s", epoch, record["loss"], record["rec"],
                      record["kl"], record["images_per_s"])
-            if run_dir is not None:
-                check_finite(record, "metrics.jsonl")
+            check_finite(record, "metrics.jsonl")
+            if writes:
                 with disk_errors("metrics.jsonl"):
                     ckpt.append_metrics(run_dir, record)
                 if tb is not None:
@@ -382,16 +408,19 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
                 if improved:
                     _save(ckpt.checkpoint_path(run_dir, "best"), full)
                 _save(ckpt.checkpoint_path(run_dir, "last"), full)
-                clock.reset()
                 if tc.sample_every and epoch % tc.sample_every == 0:
                     grid = _write_samples(cfg, model, rep, run_dir, epoch)
                     if tb is not None:
                         tb.image("samples", grid, step=epoch)
+            if run_dir is not None:
+                clock.reset()
                 _stop_if_asked(stop, run_dir, f"the end of epoch {epoch}")
             epoch += 1
 
     if tb is not None:
         tb.close()
+    if world.active:
+        distributed.shutdown()
     if run_dir is not None and tc.early_stopping != "none" and ckpt.checkpoint_path(run_dir, "best").exists():
         model.load_state_dict(ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, "best"))["model"])
     model.eval()
