@@ -17,7 +17,8 @@ from svhn_vae.pca import PCA
 FIELDS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 ANY_VALUE = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.lists(st.integers(-5, 5000), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.text(max_size=8), st.lists(st.integers(-5, 5000), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 

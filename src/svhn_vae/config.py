@@ -339,7 +339,7 @@ def _fast() -> Config:
     ReLU units die at the floor), 2x512 dense blocks without dropout, 32 latents, cosine learning
     rate, KL warm-up over 10 epochs. On MNIST (README, "Results") it trains in 244 s on a 2-core
     CPU and reaches 4.408 bits/dim on test (IWAE, K=1000), 0.88 better than the full-covariance
-    Gaussian; on synth-digits 3.574 (K=100), 0.061 better, in 496 s. Its latents are poor
+    Gaussian; on synth-digits 3.573 (K=100), 0.062 better, in 378 s. Its latents are poor
     features (55% k-NN error with 100 MNIST labels).
     """
     return Config(

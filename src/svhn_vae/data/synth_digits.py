@@ -41,7 +41,7 @@ from svhn_vae.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when the generator's output changes: caches made by another version are regenerated."""
 IMAGE_SHAPE = (32, 32, 3)
 DEFAULT_SEED = 0
@@ -238,7 +238,8 @@ def generate_chunk(n: int, *, seed: int, split: str, index: int) -> tuple[np.nda
     image = _blur(gen, image)
     # sensor noise of a random strength (std up to 0.05), uniform: as good a model as Gaussian at
     # this level, and cheaper to draw
-    image = image + _uniform(gen, n, 0, 0.05 * math.sqrt(12))[:, None, None, None] * (torch.rand(image.shape, generator=gen) - 0.5)
+    strength = _uniform(gen, n, 0, 0.05 * math.sqrt(12))[:, None, None, None]
+    image = image + strength * (torch.rand(image.shape, generator=gen) - 0.5)
     image = jpeg(image.clamp(0, 1), torch.randint(30, 96, (n,), generator=gen).float())
     pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     return pixels, labels.numpy().astype(np.int64)
