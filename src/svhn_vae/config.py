@@ -335,8 +335,8 @@ def _fast() -> Config:
 
     700 whitened components of dequantized pixels (the discarded directions each with its own
     variance), a log-variance output head floored at 1e-4 of each code's variance and started at
-    it (``--likelihood gaussian-relu-eps`` gets eps = 1e-2 of each code's variance: smaller lets
-    ReLU units die at the floor), 2x512 dense blocks without dropout, 32 latents, cosine learning
+    it (``--likelihood gaussian-relu-eps`` gets eps = 2e-2 of each code's variance: smaller lets
+    ReLU units die at the floor; 4.494 bits/dim on MNIST), 2x512 dense blocks without dropout, 32 latents, cosine learning
     rate, KL warm-up over 10 epochs. On MNIST (README, "Results") it trains in 244 s on a 2-core
     CPU and reaches 4.408 bits/dim on test (IWAE, K=1000), 0.88 better than the full-covariance
     Gaussian; on synth-digits 3.573 (K=100), 0.062 better, in 378 s. Its latents are poor
@@ -348,7 +348,7 @@ def _fast() -> Config:
         pca=PCAConfig(components=700, whiten=True),
         model=ModelConfig(
             input="pca", latent_dim=32, encoder_shared=(512, 512), decoder=(512, 512), dropout=0.0,
-            input_batchnorm=False, likelihood="gaussian-logvar", logvar_min=math.log(1e-4), eps=1e-2,
+            input_batchnorm=False, likelihood="gaussian-logvar", logvar_min=math.log(1e-4), eps=2e-2,
         ),
         train=TrainConfig(epochs=40, batch_size=128, lr=1e-3, lr_schedule="cosine", warmup_steps=200,
                           kl_warmup_epochs=10, early_stopping="none"),
