@@ -120,7 +120,7 @@ def split_pca(u: torch.Tensor, pca: PCA) -> tuple[torch.Tensor, torch.Tensor]:
         return coords, complement_log_prob(residual_sq, dims=dims, variance=pca.noise_variance_)
     centred = u.to(torch.float64) - pca.mean_.to(u.device, torch.float64)
     coords = centred @ pca.components_.to(u.device, torch.float64).T
-    rest = centred @ pca.discarded_components_.to(u.device, torch.float64).T
+    rest = centred @ pca.discarded_basis(u.device).T
     return coords, diagonal_log_prob(rest, pca.discarded_variance_ + RIDGE)
 
 

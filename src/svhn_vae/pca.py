@@ -8,7 +8,7 @@ through a D x D accumulator (75 MB). The eigenproblem is solved once, exactly, w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,13 @@ class PCA:
         if not hasattr(self, "components_"):
             raise UserError("this PCA is not fitted yet: call fit() first or load a fitted one")
 
+    def _cached(self, slot: str, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, kept in ``slot`` until ``key`` changes (one entry per slot, so memory stays bounded)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if slot not in cache or cache[slot][0] != key:
+            cache[slot] = (key, make())
+        return cache[slot][1]
+
     def _params(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, components and per-component scale, on ``like``'s device and float dtype.
 
@@ -149,13 +156,18 @@ class PCA:
         """
         self._check_fitted()
         dtype = like.dtype if like.is_floating_point() else torch.float32
-        cache = self.__dict__.setdefault("_param_cache", {})
-        key = (like.device, dtype, id(self.components_), self.whiten)
-        if key not in cache:
+
+        def make() -> tuple[torch.Tensor, ...]:
             scale = self.explained_variance_.sqrt() if self.whiten else torch.ones_like(self.explained_variance_)
-            cache.clear()
-            cache[key] = tuple(t.to(device=like.device, dtype=dtype) for t in (self.mean_, self.components_, scale))
-        return cache[key]
+            return tuple(t.to(device=like.device, dtype=dtype) for t in (self.mean_, self.components_, scale))
+
+        return self._cached("params", (like.device, dtype, id(self.components_), self.whiten), make)
+
+    def discarded_basis(self, device: torch.device | str) -> torch.Tensor:
+        """The discarded eigenvectors (D - K, D) in float64 on ``device`` (stored in float32), converted
+        once: evaluation projects every batch on them."""
+        return self._cached("discarded", (torch.device(device), id(self.discarded_components_)),
+                            lambda: self.discarded_components_.to(device, torch.float64))
 
     def transform(self, X: Array) -> torch.Tensor:
         """Codes (N, K) of rows (N, D): (X - mean) @ components.T, divided by sqrt(eigenvalue) if whiten."""

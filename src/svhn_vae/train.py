@@ -168,9 +168,7 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
         totals += position.totals.to(data.device)
         seen = first * bs
     bar.update(min(n, first * bs))
-    for step, start in enumerate(range(0, n, bs)):
-        if step < first:
-            continue
+    for step, start in enumerate(range(first * bs, n, bs), start=first):
         idx = world.shard(order[start:start + bs])
         with autocast(cfg.train.precision, data.device):
             terms = model(_model_input(cfg, rep, data[idx]), iw_samples=cfg.train.iw_samples)
