@@ -29,6 +29,7 @@ import time
 import torch
 from torch import nn
 
+from svhn_vae.allocator import keep_freed_memory
 from svhn_vae.config import get_preset
 from svhn_vae.data import synth_digits
 from svhn_vae.precision import autocast
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12_000, help="training images per epoch (blog-2017: 12 steps)")
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does
 
     images = synth_digits.generate(args.n, seed=0, split="train")[0]
     result: dict = {"threads": torch.get_num_threads(), "n": args.n,

@@ -30,6 +30,27 @@ def test_gaussian_log_prob_matches_torch():
                           atol=1e-5)
 
 
+def test_gaussian_from_log_variance_matches_torch_and_broadcasts_over_samples():
+    g = torch.Generator().manual_seed(3)
+    loc, log_var, x = torch.randn(4, 5, 9, generator=g), torch.randn(4, 5, 9, generator=g), torch.randn(5, 9, generator=g)
+    expected = Independent(Normal(loc, torch.exp(0.5 * log_var)), 1).log_prob(x.expand(4, 5, 9))
+    dist = Gaussian(loc, log_var=log_var)
+    assert torch.allclose(dist.log_prob(x), expected, atol=1e-5)  # x (B, D) against (S, B, D)
+    assert torch.allclose(dist.var, torch.exp(log_var)) and torch.equal(dist.log_var, log_var)
+    flat = Gaussian(loc.flatten(0, 1), log_var=log_var.flatten(0, 1)).unflatten(torch.Size([4, 5]))
+    assert torch.equal(flat.loc, loc) and torch.equal(flat.log_var, log_var)
+    with pytest.raises(ValueError):
+        Gaussian(loc, torch.ones(9), log_var=log_var)
+
+
+def test_decoding_latents_of_any_leading_shape_decodes_each_row():
+    for likelihood in LIKELIHOODS:
+        model = _tiny(likelihood).eval()
+        z = torch.randn(3, 4, 3)
+        with torch.no_grad():
+            assert torch.allclose(model.decode(z).mean(), model.decode(z.flatten(0, 1)).mean().view(3, 4, -1))
+
+
 def test_gaussian_sample_statistics():
     g = torch.Generator().manual_seed(2)
     dist = Gaussian(torch.full((20000, 2), 3.0), torch.tensor([0.25, 4.0]))
@@ -83,6 +104,14 @@ def test_logvar_floor_bounds_the_variance():
     with torch.no_grad():
         model.decoder.head.logvar.bias.fill_(-100.0)
     assert model.decode(torch.randn(4, 3)).var.min().item() >= torch.exp(torch.tensor(-3.0)).item()
+
+
+def test_logvar_soft_floor_is_floor_plus_softplus():
+    model = _tiny("gaussian-logvar", logvar_min=-3.0, relative_variance=False).eval()
+    head, h = model.decoder.head, torch.randn(6, 8)
+    with torch.no_grad():
+        expected = -3.0 + torch.nn.functional.softplus(head.logvar(h) + 3.0)
+        assert torch.allclose(head.log_variance(h), expected, atol=1e-6)
 
 
 def test_frozen_variance_head_is_not_trainable():

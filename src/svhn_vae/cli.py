@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from svhn_vae import cli_evaluate, cli_figures
+from svhn_vae.allocator import keep_freed_memory
 from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, get_preset, load_config_file
 from svhn_vae.errors import UserError
 
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    keep_freed_memory()
     try:
         args.func(args)
     except UserError as e:

@@ -73,10 +73,12 @@ class EvalOptions:
     """K, the number of importance samples of the IWAE bound (1 gives the ELBO)."""
     max_examples: int = 0
     """Score only the first N images of the split (0: all)."""
-    batch_size: int = 100
+    batch_size: int = 20
     """Images per chunk of the likelihood evaluation."""
     sample_chunk: int = 100
-    """Importance samples per chunk: memory grows with batch_size * sample_chunk, not with K."""
+    """Importance samples per chunk: memory grows with batch_size * sample_chunk, not with K. The
+    default 2,000 decoded rows per chunk keep a CPU's temporaries in its cache (1.3x faster than
+    10,000 for ``fast``); on a GPU larger chunks (``--batch-size 500``) use it better."""
     seed: int = 0
     """Seed of the dequantization / binarization noise and of the posterior samples."""
     baselines: bool = True
@@ -142,7 +144,7 @@ def _scored_batches(trained: TrainedModel, images: np.ndarray, *, seed: int, bat
 
 
 def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_samples: int, seed: int = 0,
-                       batch_size: int = 100, sample_chunk: int = 100, device: torch.device | str = "cpu",
+                       batch_size: int = 20, sample_chunk: int = 100, device: torch.device | str = "cpu",
                        progress: bool = False) -> dict[str, Any]:
     """Mean ELBO and IWAE bound per image (nats) of uint8 images (N, H, W, C), and their bits per dim.
 

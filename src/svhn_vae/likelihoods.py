@@ -40,27 +40,51 @@ class Bernoulli:
         self.logits = logits.float()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) log-likelihood in nats: sum_d x log p + (1 - x) log(1 - p)."""
-        return -F.binary_cross_entropy_with_logits(self.logits, x, reduction="none").sum(dim=-1)
+        """(...) log-likelihood in nats of x (broadcast against the logits): sum_d x log p + (1 - x) log(1 - p)."""
+        return -F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none").sum(dim=-1)
 
     def mean(self) -> torch.Tensor:
         return torch.sigmoid(self.logits)
+
+    def unflatten(self, shape: torch.Size) -> Bernoulli:
+        """The same pixels with the batch dimension split into ``shape``."""
+        return Bernoulli(self.logits.unflatten(0, shape))
 
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.bernoulli(self.mean(), generator=generator)
 
 
 class Gaussian:
-    """Diagonal Gaussian with mean ``loc`` (B, D) and variance ``var`` (B, D) or (D,), kept in float32."""
+    """Diagonal Gaussian with mean ``loc`` (..., D) and variance ``var`` (..., D) or (D,), kept in float32.
 
-    def __init__(self, loc: torch.Tensor, var: torch.Tensor) -> None:
+    A head that computes the log-variance passes ``log_var`` instead of ``var``: the density then
+    needs no log of an exp (it is the inner loop of the IWAE evaluation).
+    """
+
+    def __init__(self, loc: torch.Tensor, var: torch.Tensor | None = None, *,
+                 log_var: torch.Tensor | None = None) -> None:
+        if (var is None) == (log_var is None):
+            raise ValueError("Gaussian needs exactly one of var and log_var")
         self.loc = loc.float()
-        self.var = var.float()
+        self._var = None if var is None else var.float()
+        self._log_var = None if log_var is None else log_var.float()
+
+    @property
+    def var(self) -> torch.Tensor:
+        return torch.exp(self._log_var) if self._var is None else self._var
+
+    @property
+    def log_var(self) -> torch.Tensor:
+        return torch.log(self._var) if self._log_var is None else self._log_var
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) log-density in nats: -0.5 * sum_d [log(2 pi var) + (x - loc)^2 / var]."""
-        var = self.var.expand_as(self.loc)
-        return -0.5 * (LOG_2PI + torch.log(var) + (x - self.loc) ** 2 / var).sum(dim=-1)
+        """(...) log-density in nats of x (broadcast against ``loc``): -0.5 * sum_d [log(2 pi var) + (x - loc)^2 / var].
+
+        The IWAE evaluation's inner loop: its temporaries are updated in place, not reallocated."""
+        sq = (x - self.loc).square_()
+        precision = self._var.reciprocal() if self._log_var is None else self._log_var.neg().exp_()
+        quadratic = torch.linalg.vecdot(sq, precision.expand_as(sq))
+        return -0.5 * (self.loc.shape[-1] * LOG_2PI + self.log_var.sum(-1) + quadratic)
 
     def mean(self) -> torch.Tensor:
         return self.loc
@@ -68,6 +92,14 @@ class Gaussian:
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         noise = torch.randn(self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
         return self.loc + noise * self.var.sqrt()
+
+    def unflatten(self, shape: torch.Size) -> Gaussian:
+        """The same Gaussians with the batch dimension split into ``shape``."""
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(0, shape) if t.dim() == self.loc.dim() else t  # a (D,) variance is shared
+        if self._log_var is None:
+            return Gaussian(split(self.loc), split(self._var))
+        return Gaussian(split(self.loc), log_var=split(self._log_var))
 
 
 def _last_layer(layer: nn.Module) -> nn.Linear | nn.Conv2d:
@@ -139,10 +171,14 @@ class GaussianHead(nn.Module):
     def variance(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def distribution(self, loc: torch.Tensor, h: torch.Tensor) -> Gaussian:
+        """The output Gaussian with mean ``loc``; a head that computes a log-variance overrides this."""
+        return Gaussian(loc, self.variance(h))
+
     def forward(self, h: torch.Tensor) -> Gaussian:
         with full_precision(h.device):  # the output layers in float32 even under bf16 autocast
             h = h.float()
-            return Gaussian(self.loc(h), self.variance(h))
+            return self.distribution(self.loc(h), h)
 
 
 class FixedVarianceHead(GaussianHead):
@@ -185,7 +221,8 @@ def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 
 
 class LogVarHead(GaussianHead):
-    """variance = exp(logvar); a soft floor ``min + softplus(raw - min)`` keeps it from collapsing."""
+    """variance = exp(logvar); a soft floor ``log(exp(raw) + exp(min)) = min + softplus(raw - min)``
+    keeps it from collapsing."""
 
     def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, logvar_min: float) -> None:
         super().__init__(output_layer, data_dim=data_dim, relative=relative)
@@ -202,11 +239,15 @@ class LogVarHead(GaussianHead):
             target = floor + _inverse_softplus((target - floor).clamp_min(1e-6))
         init_output(self.logvar, target)
 
-    def variance(self, h: torch.Tensor) -> torch.Tensor:
+    def log_variance(self, h: torch.Tensor) -> torch.Tensor:
         raw, floor = self.logvar(h), self.floor()
-        if floor is not None:
-            raw = floor + F.softplus(raw - floor)
-        return torch.exp(raw)
+        return raw if floor is None else torch.logaddexp(raw, floor)
+
+    def variance(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.log_variance(h))
+
+    def distribution(self, loc: torch.Tensor, h: torch.Tensor) -> Gaussian:
+        return Gaussian(loc, log_var=self.log_variance(h))
 
 
 class SharedVarianceHead(GaussianHead):

@@ -101,8 +101,10 @@ class VAE(nn.Module):
         return mu.float(), logvar.float()
 
     def decode(self, z: torch.Tensor):
-        """The output distribution p(x|z) for z (B, L)."""
-        return self.decoder(z)
+        """The output distribution p(x|z) for z (..., L): one per row, with z's leading shape."""
+        if z.dim() == 2:
+            return self.decoder(z)
+        return self.decoder(z.flatten(0, -2)).unflatten(z.shape[:-1])
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
@@ -126,7 +128,7 @@ class VAE(nn.Module):
         """log p(x|z) and log p(z) - log q(z|x), each (n_samples, B) in nats, for z ~ q(z|x)."""
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, generator=generator, n=n_samples)  # (S, B, L)
-        rec = self.decode(z.flatten(0, 1)).log_prob(x.repeat(n_samples, 1)).view(n_samples, -1)
+        rec = self.decode(z).log_prob(x)  # x (B, D) broadcast against the (S, B, D) outputs
         # log N(z; 0, I) - log N(z; mu, exp(logvar)); the log(2 pi) terms cancel.
         noise_sq = (z - mu).pow(2) * torch.exp(-logvar)
         return rec, -0.5 * (z.pow(2) - noise_sq - logvar).sum(-1)
