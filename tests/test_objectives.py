@@ -180,6 +180,22 @@ def test_relative_eps_floors_each_dimension_at_a_fraction_of_its_variance():
     assert torch.allclose(absolute.decode(torch.randn(8, 3)).var, torch.full((8, 12), 0.01))
 
 
+@pytest.mark.parametrize("likelihood", [name for name in GAUSSIANS if name != "gaussian-fixed"])
+def test_fixed_variance_dims_hold_the_first_outputs_at_a_constant_fraction_of_their_variance(likelihood):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4000, 12, generator=gen) * torch.logspace(-3, 0, 12)
+    model = _vae(likelihood, variance_head=(8,), fixed_variance_dims=4, fixed_variance=0.05)
+    model.init_from_data(x)
+    with torch.no_grad():
+        for p in model.decoder.parameters():  # any weights: the first 4 variances must not move
+            p.add_(torch.randn(p.shape, generator=gen))
+        var = model.decode(torch.randn(16, 3, generator=gen)).var.expand(16, 12)
+    data_var = x.double().var(0).float()
+    assert torch.allclose(var[:, :4], 0.05 * data_var[:4].expand(16, 4), rtol=1e-4)
+    assert not torch.allclose(var[:, 4:], 0.05 * data_var[4:].expand(16, 8), rtol=1e-2)  # learned, not pinned
+    assert _vae(likelihood, fixed_variance_dims=13).decoder.head.pinned == 12  # at most all outputs
+
+
 def test_bernoulli_head_initialised_from_data_starts_at_the_pixel_means():
     x = torch.bernoulli(torch.linspace(0.05, 0.95, 12).expand(4000, 12), generator=torch.Generator().manual_seed(0))
     model = _vae("bernoulli")

@@ -156,9 +156,15 @@ class ModelConfig:
     frozen_variance_head: bool = False
     """Leave the variance head untrained, as the write-up's published code effectively did."""
     fixed_variance: float = 0.01
-    """gaussian-fixed: the constant output variance (times each dimension's data variance if relative_variance)."""
+    """gaussian-fixed: the constant output variance (times each dimension's data variance if relative_variance);
+    also that of the fixed_variance_dims first outputs of the other Gaussian heads."""
     logvar_min: float = -9.0
     """gaussian-logvar: soft floor of the output log-variance (plus log data variance if relative_variance; -inf: none)."""
+    fixed_variance_dims: int = 0
+    """Gaussian heads: the first N outputs (the top principal components: colour, coarse shape; all
+    outputs if fewer) get the constant variance fixed_variance instead of a learned one, so the latent
+    must carry them. Encoding a Gaussian direction is break-even in the ELBO: with a learned variance
+    the decoder leaves them to its noise and its means (samples, analogies) come out grey."""
     relative_variance: bool = True
     """eps, fixed_variance and logvar_min are relative to each output dimension's variance in the training
     data (PCA codes range over orders of magnitude); off: absolute, as the write-up's eps=0.01."""
@@ -177,6 +183,7 @@ class ModelConfig:
         check(0.0 <= self.dropout < 1.0, "model", "dropout", "must be in [0, 1)")
         check(self.eps > 0, "model", "eps", "must be positive")
         check(self.fixed_variance > 0, "model", "fixed_variance", "must be positive")
+        check(self.fixed_variance_dims >= 0, "model", "fixed_variance_dims", "must be >= 0")
         for name in ("encoder_shared", "encoder_branch", "decoder", "variance_head", "conv_channels"):
             check(all(w > 0 for w in getattr(self, name)), "model", name, "widths must be positive")
         check(
@@ -349,6 +356,7 @@ def _fast() -> Config:
         model=ModelConfig(
             input="pca", latent_dim=32, encoder_shared=(512, 512), decoder=(512, 512), dropout=0.0,
             input_batchnorm=False, likelihood="gaussian-logvar", logvar_min=math.log(1e-4), eps=2e-2,
+            fixed_variance_dims=16, fixed_variance=0.01,
         ),
         train=TrainConfig(epochs=40, batch_size=128, lr=1e-3, lr_schedule="cosine", warmup_steps=200,
                           kl_warmup_epochs=10, early_stopping="none"),

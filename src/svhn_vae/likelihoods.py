@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -147,11 +148,13 @@ class GaussianHead(nn.Module):
     (eps, fixed variance, log-variance floor) are in its units.
     """
 
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool) -> None:
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, pinned: int = 0,
+                 pinned_variance: float = 0.01) -> None:
         super().__init__()
         self.loc = output_layer()
         self.relative = relative
         self.register_buffer("data_var", torch.ones(data_dim))
+        self.pinned, self.pinned_variance = pinned, pinned_variance
 
     def unit(self) -> torch.Tensor:
         """(D,) the unit of the variance settings: the data variance, or 1."""
@@ -171,9 +174,19 @@ class GaussianHead(nn.Module):
     def variance(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def pinned_log_variance(self) -> torch.Tensor:
+        """(P,) the log of the constant variance of the first P = ``pinned`` outputs."""
+        return math.log(self.pinned_variance) + self.unit()[:self.pinned].log()
+
+    def pin(self, values: torch.Tensor, pinned: torch.Tensor) -> torch.Tensor:
+        """(..., D) variances (or log-variances) ``values`` with the first P replaced by ``pinned`` (P,)."""
+        if not self.pinned:
+            return values
+        return torch.cat([pinned.expand(*values.shape[:-1], self.pinned), values[..., self.pinned:]], dim=-1)
+
     def distribution(self, loc: torch.Tensor, h: torch.Tensor) -> Gaussian:
         """The output Gaussian with mean ``loc``; a head that computes a log-variance overrides this."""
-        return Gaussian(loc, self.variance(h))
+        return Gaussian(loc, self.pin(self.variance(h), self.pinned_log_variance().exp()))
 
     def forward(self, h: torch.Tensor) -> Gaussian:
         with full_precision(h.device):  # the output layers in float32 even under bf16 autocast
@@ -182,8 +195,8 @@ class GaussianHead(nn.Module):
 
 
 class FixedVarianceHead(GaussianHead):
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, variance: float) -> None:
-        super().__init__(output_layer, data_dim=data_dim, relative=relative)
+    def __init__(self, output_layer: OutputLayer, *, variance: float, **common: Any) -> None:
+        super().__init__(output_layer, **common)
         self.fixed = float(variance)
 
     def init_variance(self, var: torch.Tensor) -> None:
@@ -196,9 +209,9 @@ class FixedVarianceHead(GaussianHead):
 class ReluEpsHead(GaussianHead):
     """variance = ReLU(v(h)) + eps; ``v`` may start with dense blocks (the write-up used one of 500)."""
 
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, var_net: nn.Module, eps: float,
-                 frozen: bool) -> None:
-        super().__init__(output_layer, data_dim=data_dim, relative=relative)
+    def __init__(self, output_layer: OutputLayer, *, var_net: nn.Module, eps: float, frozen: bool,
+                 **common: Any) -> None:
+        super().__init__(output_layer, **common)
         self.var_net = var_net
         self.eps = eps
         # The write-up's Keras model left this head out of the trained graph: it kept its random init.
@@ -224,8 +237,8 @@ class LogVarHead(GaussianHead):
     """variance = exp(logvar); a soft floor ``log(exp(raw) + exp(min)) = min + softplus(raw - min)``
     keeps it from collapsing."""
 
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, logvar_min: float) -> None:
-        super().__init__(output_layer, data_dim=data_dim, relative=relative)
+    def __init__(self, output_layer: OutputLayer, *, logvar_min: float, **common: Any) -> None:
+        super().__init__(output_layer, **common)
         self.logvar = output_layer()
         self.logvar_min = logvar_min
 
@@ -247,15 +260,15 @@ class LogVarHead(GaussianHead):
         return torch.exp(self.log_variance(h))
 
     def distribution(self, loc: torch.Tensor, h: torch.Tensor) -> Gaussian:
-        return Gaussian(loc, log_var=self.log_variance(h))
+        return Gaussian(loc, log_var=self.pin(self.log_variance(h), self.pinned_log_variance()))
 
 
 class SharedVarianceHead(GaussianHead):
     """One learned log-variance per output dimension, shared by all z."""
 
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool) -> None:
-        super().__init__(output_layer, data_dim=data_dim, relative=relative)
-        self.log_var = nn.Parameter(torch.zeros(data_dim))
+    def __init__(self, output_layer: OutputLayer, **common: Any) -> None:
+        super().__init__(output_layer, **common)
+        self.log_var = nn.Parameter(torch.zeros_like(self.data_var))
 
     def init_variance(self, var: torch.Tensor) -> None:
         self.log_var.copy_(var.log())
@@ -274,7 +287,8 @@ def make_head(cfg: ModelConfig, *, data_dim: int, output_layer: OutputLayer,
     name = cfg.likelihood
     if name == "bernoulli":
         return BernoulliHead(output_layer)
-    common = {"data_dim": data_dim, "relative": cfg.relative_variance}
+    common = {"data_dim": data_dim, "relative": cfg.relative_variance, "pinned": min(cfg.fixed_variance_dims, data_dim),
+              "pinned_variance": cfg.fixed_variance}
     if name == "gaussian-fixed":
         return FixedVarianceHead(output_layer, variance=cfg.fixed_variance, **common)
     if name == "gaussian-relu-eps":
