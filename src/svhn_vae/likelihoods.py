@@ -12,6 +12,8 @@ data variance, so no dimension begins with a variance orders of magnitude off. T
 - ``gaussian-relu-eps``: ReLU(v) + eps, the write-up's fix for the unstable log-variance head;
 - ``gaussian-logvar``: exp of a log-variance head (Kingma & Welling) with a soft floor;
 - ``gaussian-shared``: one learned variance per dimension, independent of z (a calibrated decoder).
+Any of them may pin its first outputs (the top principal components) at a constant variance, so
+that the latents must carry them (``ModelConfig.fixed_variance_dims``).
 """
 
 from __future__ import annotations
