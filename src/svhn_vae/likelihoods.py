@@ -147,16 +147,17 @@ class GaussianHead(nn.Module):
 
     ``data_var`` (D,) is each output dimension's variance in the training data, set by
     :meth:`init_from_data` and kept in the state dict: with ``relative`` the variance settings
-    (eps, fixed variance, log-variance floor) are in its units.
+    (eps, fixed variance, log-variance floor) are in its units. ``fixed_variance`` is the variance
+    of ``gaussian-fixed`` and of the first ``pinned`` outputs of every Gaussian head.
     """
 
-    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, pinned: int = 0,
-                 pinned_variance: float = 0.01) -> None:
+    def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, pinned: int,
+                 fixed_variance: float) -> None:
         super().__init__()
         self.loc = output_layer()
         self.relative = relative
         self.register_buffer("data_var", torch.ones(data_dim))
-        self.pinned, self.pinned_variance = pinned, pinned_variance
+        self.pinned, self.fixed_variance = pinned, float(fixed_variance)
 
     def unit(self) -> torch.Tensor:
         """(D,) the unit of the variance settings: the data variance, or 1."""
@@ -178,7 +179,7 @@ class GaussianHead(nn.Module):
 
     def pinned_log_variance(self) -> torch.Tensor:
         """(P,) the log of the constant variance of the first P = ``pinned`` outputs."""
-        return math.log(self.pinned_variance) + self.unit()[:self.pinned].log()
+        return math.log(self.fixed_variance) + self.unit()[:self.pinned].log()
 
     def pin(self, values: torch.Tensor, pinned: torch.Tensor) -> torch.Tensor:
         """(..., D) variances (or log-variances) ``values`` with the first P replaced by ``pinned`` (P,)."""
@@ -197,15 +198,11 @@ class GaussianHead(nn.Module):
 
 
 class FixedVarianceHead(GaussianHead):
-    def __init__(self, output_layer: OutputLayer, *, variance: float, **common: Any) -> None:
-        super().__init__(output_layer, **common)
-        self.fixed = float(variance)
-
     def init_variance(self, var: torch.Tensor) -> None:
         pass  # nothing to learn: fixed_variance (times data_var when relative) is the variance
 
     def variance(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fixed * self.unit()
+        return self.fixed_variance * self.unit()
 
 
 class ReluEpsHead(GaussianHead):
@@ -290,9 +287,9 @@ def make_head(cfg: ModelConfig, *, data_dim: int, output_layer: OutputLayer,
     if name == "bernoulli":
         return BernoulliHead(output_layer)
     common = {"data_dim": data_dim, "relative": cfg.relative_variance, "pinned": min(cfg.fixed_variance_dims, data_dim),
-              "pinned_variance": cfg.fixed_variance}
+              "fixed_variance": cfg.fixed_variance}
     if name == "gaussian-fixed":
-        return FixedVarianceHead(output_layer, variance=cfg.fixed_variance, **common)
+        return FixedVarianceHead(output_layer, **common)
     if name == "gaussian-relu-eps":
         return ReluEpsHead(output_layer, var_net=var_net(), eps=cfg.eps, frozen=cfg.frozen_variance_head, **common)
     if name == "gaussian-logvar":
