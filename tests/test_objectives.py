@@ -180,20 +180,56 @@ def test_relative_eps_floors_each_dimension_at_a_fraction_of_its_variance():
     assert torch.allclose(absolute.decode(torch.randn(8, 3)).var, torch.full((8, 12), 0.01))
 
 
-@pytest.mark.parametrize("likelihood", [name for name in GAUSSIANS if name != "gaussian-fixed"])
-def test_fixed_variance_dims_hold_the_first_outputs_at_a_constant_fraction_of_their_variance(likelihood):
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(4000, 12, generator=gen) * torch.logspace(-3, 0, 12)
-    model = _vae(likelihood, variance_head=(8,), fixed_variance_dims=4, fixed_variance=0.05)
-    model.init_from_data(x)
+PINNABLE = [name for name in GAUSSIANS if name != "gaussian-fixed"]
+
+
+def _pinned_model(likelihood: str, gen: torch.Generator, **changes) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+    """A head with its first 4 of 12 outputs pinned, started from whitened-like codes x (4000, 12)
+    whose units have the pixel-space variances ``unit`` (12,); returns (model, x, unit)."""
+    x = torch.randn(4000, 12, generator=gen) * torch.logspace(-1, 0, 12)
+    unit = torch.logspace(1, -2, 12)  # eigenvalues, descending
+    settings = {"variance_head": (8,), "fixed_variance_dims": 4, "fixed_variance": 0.05, "fixed_variance_floor": 0.0}
+    model = _vae(likelihood, **{**settings, **changes})
+    model.init_from_data(x, unit)
+    return model, x, unit
+
+
+def _shuffled_variances(model: VAE, gen: torch.Generator) -> torch.Tensor:
+    """(16, 12) output variances after adding noise to every decoder weight."""
     with torch.no_grad():
-        for p in model.decoder.parameters():  # any weights: the first 4 variances must not move
+        for p in model.decoder.parameters():
             p.add_(torch.randn(p.shape, generator=gen))
-        var = model.decode(torch.randn(16, 3, generator=gen)).var.expand(16, 12)
-    data_var = x.double().var(0).float()
-    assert torch.allclose(var[:, :4], 0.05 * data_var[:4].expand(16, 4), rtol=1e-4)
-    assert not torch.allclose(var[:, 4:], 0.05 * data_var[4:].expand(16, 8), rtol=1e-2)  # learned, not pinned
+        return model.decode(torch.randn(16, 3, generator=gen)).var.expand(16, 12)
+
+
+@pytest.mark.parametrize("likelihood", PINNABLE)
+def test_fixed_variance_dims_share_one_pixel_space_variance(likelihood):
+    gen = torch.Generator().manual_seed(1)
+    model, x, unit = _pinned_model(likelihood, gen)
+    var = _shuffled_variances(model, gen)  # any weights: the first 4 variances must not move
+    pixel_var = x.double().var(0).float() * unit
+    level = 0.05 * pixel_var[3]  # fixed_variance times the last pinned output's pixel-space variance
+    assert torch.allclose(var[:, :4] * unit[:4], level.expand(16, 4), rtol=1e-4)
+    assert (var[:, :4] * unit[:4] <= 0.05 * pixel_var[:4] * (1 + 1e-4)).all()  # at most 5% of each's own
+    assert not torch.allclose(var[:, 4:] * unit[4:], level.expand(16, 8), rtol=1e-2)  # learned, not pinned
+    absolute, _, _ = _pinned_model(likelihood, gen, relative_variance=False)
+    assert torch.allclose(absolute.decoder.head.pinned_var * unit[:4], torch.full((4,), 0.05))
+    floored, x, _ = _pinned_model(likelihood, gen, fixed_variance_floor=0.035)  # the top two would be tighter
+    pixel_var = x.double().var(0).float() * unit
+    expected = torch.maximum(0.05 * pixel_var[3], 0.035 * pixel_var[:4])
+    assert (expected > 0.05 * pixel_var[3]).tolist() == [True, True, False, False]
+    assert torch.allclose(floored.decoder.head.pinned_var * unit[:4], expected, rtol=1e-3)
     assert _vae(likelihood, fixed_variance_dims=13).decoder.head.pinned == 12  # at most all outputs
+
+
+@pytest.mark.parametrize("likelihood", PINNABLE)
+def test_a_head_saved_before_pinned_var_keeps_its_fraction_of_each_variance(likelihood):
+    gen = torch.Generator().manual_seed(2)
+    model, x, _ = _pinned_model(likelihood, gen)
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith("pinned_var")}  # format 2 had none
+    restored = _vae(likelihood, variance_head=(8,), fixed_variance_dims=4, fixed_variance=0.05)
+    restored.load_state_dict(old)
+    assert torch.allclose(restored.decoder.head.pinned_var, 0.05 * x.double().var(0).float()[:4], rtol=1e-4)
 
 
 def test_bernoulli_head_initialised_from_data_starts_at_the_pixel_means():

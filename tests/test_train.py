@@ -57,6 +57,17 @@ def test_training_step_changes_weights_and_evaluation_does_not(rgb):
     assert any("weight" in k for k in changed)
 
 
+def test_pinned_outputs_share_one_pixel_space_variance_of_the_whitened_pca(rgb):
+    cfg = tiny_config().replace("model", fixed_variance_dims=6, fixed_variance=0.1, fixed_variance_floor=0.0)
+    rep = Representation.fit(cfg, [rgb.images])
+    unit = rep.unit_variance()
+    assert torch.equal(unit, rep.pca.explained_variance_.float())  # a whitened code's unit is its eigenvalue
+    head = build_model(cfg, rep, init_data=rep.prepare(rgb.images)).decoder.head
+    pixel = head.pinned_var * unit[:6]
+    assert torch.allclose(pixel, (0.1 * head.data_var[5] * unit[5]).expand(6), rtol=1e-5)
+    assert torch.equal(Representation.fit(cfg.replace("pca", whiten=False), [rgb.images]).unit_variance(), torch.ones(10))
+
+
 @pytest.mark.parametrize("preset,shape", [("fast", (8, 8, 3)), ("mnist-bernoulli", (8, 8, 1))])
 def test_loss_is_finite_and_decreases(preset, shape):
     # Fixed targets: the data-initialised output already fits the pixel marginals, so the decrease is

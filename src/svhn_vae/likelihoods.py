@@ -12,8 +12,8 @@ data variance, so no dimension begins with a variance orders of magnitude off. T
 - ``gaussian-relu-eps``: ReLU(v) + eps, the write-up's fix for the unstable log-variance head;
 - ``gaussian-logvar``: exp of a log-variance head (Kingma & Welling) with a soft floor;
 - ``gaussian-shared``: one learned variance per dimension, independent of z (a calibrated decoder).
-Any of them may pin its first outputs (the top principal components) at a constant variance, so
-that the latents must carry them (``ModelConfig.fixed_variance_dims``).
+Any of them may pin its first outputs (the top principal components) at one constant variance in
+pixel space, so that the latents must carry them (``ModelConfig.fixed_variance_dims``).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class BernoulliHead(nn.Module):
         super().__init__()
         self.logits = output_layer()
 
-    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
         """Start the logits at the training pixels' marginals: decode(z) is their mean for every z."""
         init_output(self.logits, torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
 
@@ -148,28 +148,52 @@ class GaussianHead(nn.Module):
     ``data_var`` (D,) is each output dimension's variance in the training data, set by
     :meth:`init_from_data` and kept in the state dict: with ``relative`` the variance settings
     (eps, fixed variance, log-variance floor) are in its units. ``fixed_variance`` is the variance
-    of ``gaussian-fixed`` and of the first ``pinned`` outputs of every Gaussian head.
+    of ``gaussian-fixed``; the first P = ``pinned`` outputs share one variance in pixel space
+    (``pinned_var`` (P,) in output units, see :meth:`init_from_data`).
     """
 
     def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, pinned: int,
-                 fixed_variance: float) -> None:
+                 fixed_variance: float, fixed_variance_floor: float) -> None:
         super().__init__()
         self.loc = output_layer()
         self.relative = relative
         self.register_buffer("data_var", torch.ones(data_dim))
         self.pinned, self.fixed_variance = pinned, float(fixed_variance)
+        self.fixed_variance_floor = float(fixed_variance_floor)
+        self.register_buffer("pinned_var", torch.full((pinned,), self.fixed_variance))
 
     def unit(self) -> torch.Tensor:
         """(D,) the unit of the variance settings: the data variance, or 1."""
         return self.data_var if self.relative else torch.ones_like(self.data_var)
 
     @torch.no_grad()
-    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
         """Start at the data: mean output ``mean`` (D,) with each weight row scaled by the dimension's
-        standard deviation, and output variance ``var`` (D,) (a constant in z)."""
+        standard deviation, and output variance ``var`` (D,) (a constant in z).
+
+        ``unit_variance`` (D,) is the pixel-space variance of one unit of each output (a whitened
+        PCA code: its eigenvalue; default 1). The pinned outputs all get the pixel-space variance
+        ``fixed_variance`` times that of the last pinned one (relative) or ``fixed_variance``
+        (absolute): the larger a component, the more precisely the latent must carry it (reverse
+        water-filling, as for isotropic pixel noise restricted to the top components); but none
+        less than ``fixed_variance_floor`` of its own variance, so that a dominant component (the
+        brightness of colour images) does not take most of the latent's nats.
+        """
         self.data_var.copy_(var)
         init_output(self.loc, mean, weight_scale=var.sqrt())
         self.init_variance(var)
+        if self.pinned:
+            unit = torch.ones_like(var) if unit_variance is None else unit_variance.to(var)
+            level = self.fixed_variance * (var * unit)[self.pinned - 1] if self.relative else self.fixed_variance
+            floor = self.fixed_variance_floor * (var * unit)[:self.pinned]
+            self.pinned_var.copy_(floor.clamp_min(level) / unit[:self.pinned])
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        key = prefix + "pinned_var"
+        if key not in state_dict:  # written by 0.1 (format 2): each pinned output at fixed_variance of its own
+            data_var = state_dict.get(prefix + "data_var", self.data_var)[:self.pinned]
+            state_dict[key] = self.fixed_variance * (data_var if self.relative else torch.ones_like(data_var))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def init_variance(self, var: torch.Tensor) -> None:
         raise NotImplementedError
@@ -179,7 +203,7 @@ class GaussianHead(nn.Module):
 
     def pinned_log_variance(self) -> torch.Tensor:
         """(P,) the log of the constant variance of the first P = ``pinned`` outputs."""
-        return math.log(self.fixed_variance) + self.unit()[:self.pinned].log()
+        return self.pinned_var.log()
 
     def pin(self, values: torch.Tensor, pinned: torch.Tensor) -> torch.Tensor:
         """(..., D) variances (or log-variances) ``values`` with the first P replaced by ``pinned`` (P,)."""
@@ -189,7 +213,7 @@ class GaussianHead(nn.Module):
 
     def distribution(self, loc: torch.Tensor, h: torch.Tensor) -> Gaussian:
         """The output Gaussian with mean ``loc``; a head that computes a log-variance overrides this."""
-        return Gaussian(loc, self.pin(self.variance(h), self.pinned_log_variance().exp()))
+        return Gaussian(loc, self.pin(self.variance(h), self.pinned_var))
 
     def forward(self, h: torch.Tensor) -> Gaussian:
         with full_precision(h.device):  # the output layers in float32 even under bf16 autocast
@@ -287,7 +311,7 @@ def make_head(cfg: ModelConfig, *, data_dim: int, output_layer: OutputLayer,
     if name == "bernoulli":
         return BernoulliHead(output_layer)
     common = {"data_dim": data_dim, "relative": cfg.relative_variance, "pinned": min(cfg.fixed_variance_dims, data_dim),
-              "fixed_variance": cfg.fixed_variance}
+              "fixed_variance": cfg.fixed_variance, "fixed_variance_floor": cfg.fixed_variance_floor}
     if name == "gaussian-fixed":
         return FixedVarianceHead(output_layer, **common)
     if name == "gaussian-relu-eps":

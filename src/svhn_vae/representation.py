@@ -88,6 +88,13 @@ class Representation:
                             "train with --dequantize, or keep fewer --components, or drop --whiten")
         return cls(image_shape, pca, dequantized=dequantized)
 
+    def unit_variance(self) -> torch.Tensor:
+        """(D,) float32 pixel-space variance of one unit of each model input: a whitened PCA code's
+        eigenvalue, else 1 (unwhitened codes are lengths along orthonormal components)."""
+        if self.pca is not None and self.pca.whiten:
+            return self.pca.explained_variance_.float()
+        return torch.ones(self.data_dim)
+
     def prepare(self, images: np.ndarray, *, device: torch.device | str = "cpu",
                 batch_size: int = 8192) -> torch.Tensor:
         """The whole split in its stored form: uint8 pixel rows (N, D), or float32 PCA codes (N, K) of

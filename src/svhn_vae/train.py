@@ -98,7 +98,8 @@ def build_model(cfg: Config, representation: Representation, init_data: torch.Te
     mean and per-dimension variance (see :meth:`VAE.init_from_data`)."""
     model = VAE(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
     if init_data is not None:
-        model.init_from_data(_model_input(cfg, representation, init_data[:INIT_EXAMPLES].cpu()))
+        model.init_from_data(_model_input(cfg, representation, init_data[:INIT_EXAMPLES].cpu()),
+                             representation.unit_variance())
     return model
 
 

@@ -107,10 +107,11 @@ class VAE(nn.Module):
         return self.decoder(z.flatten(0, -2)).unflatten(z.shape[:-1])
 
     @torch.no_grad()
-    def init_from_data(self, x: torch.Tensor) -> None:
-        """Start the decoder's output at the data: its mean and per-dimension variance over inputs x (N, D)."""
+    def init_from_data(self, x: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
+        """Start the decoder's output at the data: its mean and per-dimension variance over inputs x (N, D);
+        ``unit_variance`` (D,): the pixel-space variance of one unit of each input (default 1)."""
         x = x.double()
-        self.decoder.head.init_from_data(x.mean(0).float(), x.var(0).clamp_min(1e-12).float())
+        self.decoder.head.init_from_data(x.mean(0).float(), x.var(0).clamp_min(1e-12).float(), unit_variance)
 
     def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None, iw_samples: int = 1) -> ElboTerms:
         """Per-example terms for inputs x (B, D): one posterior sample and the closed-form KL, or with
