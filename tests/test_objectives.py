@@ -194,7 +194,7 @@ def _pinned_model(likelihood: str, gen: torch.Generator, **changes) -> tuple[VAE
     return model, x, unit
 
 
-def _shuffled_variances(model: VAE, gen: torch.Generator) -> torch.Tensor:
+def _perturbed_variances(model: VAE, gen: torch.Generator) -> torch.Tensor:
     """(16, 12) output variances after adding noise to every decoder weight."""
     with torch.no_grad():
         for p in model.decoder.parameters():
@@ -206,7 +206,7 @@ def _shuffled_variances(model: VAE, gen: torch.Generator) -> torch.Tensor:
 def test_fixed_variance_dims_share_one_pixel_space_variance(likelihood):
     gen = torch.Generator().manual_seed(1)
     model, x, unit = _pinned_model(likelihood, gen)
-    var = _shuffled_variances(model, gen)  # any weights: the first 4 variances must not move
+    var = _perturbed_variances(model, gen)  # any weights: the first 4 variances must not move
     pixel_var = x.double().var(0).float() * unit
     level = 0.05 * pixel_var[3]  # fixed_variance times the last pinned output's pixel-space variance
     assert torch.allclose(var[:, :4] * unit[:4], level.expand(16, 4), rtol=1e-4)

@@ -190,7 +190,7 @@ class GaussianHead(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         key = prefix + "pinned_var"
-        if key not in state_dict:  # written by 0.1 (format 2): each pinned output at fixed_variance of its own
+        if key not in state_dict:  # saved before pinned_var: each pinned output at fixed_variance of its own
             data_var = state_dict.get(prefix + "data_var", self.data_var)[:self.pinned]
             state_dict[key] = self.fixed_variance * (data_var if self.relative else torch.ones_like(data_var))
         super()._load_from_state_dict(state_dict, prefix, *args)
