@@ -374,8 +374,8 @@ def _mnist_bernoulli() -> Config:
     """Pixels with a Bernoulli output on dynamically binarized MNIST, trained on the IWAE bound.
 
     2x512 dense blocks, 50 latents, k=5 importance samples (Burda et al. 2016), cosine learning
-    rate over 150 epochs. On MNIST (README, "Results") it trains in about 26 minutes on a 2-core
-    CPU (10.3 s per epoch) and reaches a test NLL of 85.64 nats (IWAE, K=1000; the IWAE paper's
+    rate over 150 epochs. On MNIST (README, "Results") it trains in about 25 minutes on a 2-core
+    CPU (9.7 s per epoch) and reaches a test NLL of 85.64 nats (IWAE, K=1000; the IWAE paper's
     one-layer VAE: 86.76).
     """
     return Config(
