@@ -201,10 +201,6 @@ class GaussianHead(nn.Module):
     def variance(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def pinned_log_variance(self) -> torch.Tensor:
-        """(P,) the log of the constant variance of the first P = ``pinned`` outputs."""
-        return self.pinned_var.log()
-
     def pin(self, values: torch.Tensor, pinned: torch.Tensor) -> torch.Tensor:
         """(..., D) variances (or log-variances) ``values`` with the first P replaced by ``pinned`` (P,)."""
         if not self.pinned:
@@ -283,7 +279,7 @@ class LogVarHead(GaussianHead):
         return torch.exp(self.log_variance(h))
 
     def distribution(self, loc: torch.Tensor, h: torch.Tensor) -> Gaussian:
-        return Gaussian(loc, log_var=self.pin(self.log_variance(h), self.pinned_log_variance()))
+        return Gaussian(loc, log_var=self.pin(self.log_variance(h), self.pinned_var.log()))
 
 
 class SharedVarianceHead(GaussianHead):
