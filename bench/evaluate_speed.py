@@ -1,7 +1,9 @@
-"""Speed and memory of the pixel-space IWAE evaluation for the ``fast`` preset (PCA 700, 32x32x3).
+"""Speed and memory of the pixel-space IWAE evaluation of a preset (``fast``: PCA 700), on 32x32x3 images.
 
-Trains nothing: an untrained ``fast`` model costs the same per importance sample as a trained one.
-The PCA is fitted on generated ``synth-digits`` images (SVHN-shaped colour digits); the timed part
+Trains nothing: an untrained model costs the same per importance sample as a trained one (``--preset
+discrete`` or ``hierarchical`` for the models of 8-bit values; their per-pixel layers are not in
+the ceiling below, which counts one decoder row per image and sample).
+The PCA (if any) is fitted on generated ``synth-digits`` images (SVHN-shaped colour digits); the timed part
 is :func:`svhn_vae.evaluate.likelihood_metrics` on ``--n`` synth-digits test images with ``--k``
 importance samples (dequantization, projection, IWAE in chunks, pixel-space correction).
 
@@ -9,6 +11,7 @@ Run from the repository root::
 
     .venv/bin/python bench/evaluate_speed.py              # 10,000 images, K = 1000
     .venv/bin/python bench/evaluate_speed.py --n 1000     # a tenth, to estimate first
+    .venv/bin/python bench/evaluate_speed.py --preset discrete --n 1000
 
 Prints the wall time, the process CPU time (on a machine shared with other jobs, cpu_seconds /
 threads estimates the wall time the machine would take alone) and the peak resident memory, then
@@ -61,6 +64,7 @@ def decoder_ceiling_seconds(model: torch.nn.Module, rows: int, chunk_rows: int, 
 def parse_args() -> argparse.Namespace:
     d = EvalOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="fast", help="preset whose (untrained) model is scored")
     parser.add_argument("--n", type=int, default=10000, help="test images")
     parser.add_argument("--k", type=int, default=1000, help="importance samples")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per chunk")
@@ -74,9 +78,9 @@ def main() -> None:
     args = parse_args()
     keep_freed_memory()  # as the command line does
 
-    # --- setup: the fast preset's PCA and an untrained model -------------------------------------------
+    # --- setup: the preset's PCA (if any) and an untrained model ---------------------------------------
     device = resolve_device(args.device)
-    cfg = get_preset("fast")
+    cfg = get_preset(args.preset)
     rep = Representation.fit(cfg, [synth_digits.generate(args.train_images, seed=0, split="train")[0]])
     torch.manual_seed(0)
     trained = TrainedModel(cfg, build_model(cfg, rep).to(device).eval(), rep, None, 0)
@@ -95,7 +99,7 @@ def main() -> None:
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     ceiling = (ceiling_before + decoder_ceiling_seconds(trained.model, rows, chunk_rows, device)) / 2
 
-    result = {"bench": "evaluate_speed", "preset": "fast", "pca_components": rep.data_dim, "n": args.n,
+    result = {"bench": "evaluate_speed", "preset": args.preset, "data_dim": rep.data_dim, "n": args.n,
               "importance_samples": args.k, "batch_size": args.batch_size, "sample_chunk": args.sample_chunk,
               "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
               "cpu_seconds": round(cpu_seconds, 2),

@@ -24,7 +24,7 @@ from svhn_vae.config import PRESETS, get_preset
 from svhn_vae.data import synth_digits
 from svhn_vae.representation import Representation
 from svhn_vae.train import TrainData, train
-from svhn_vae.vae import count_parameters
+from svhn_vae.models.vae import count_parameters
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
 """Training throughput against the hardware: images/s of the real training loop, fp32 and bf16.
 
-For each preset (``fast``, ``blog-2017``) and precision (``fp32``, ``bf16``) a run of the project's
+For each preset (``fast``, ``blog-2017``; the pixel presets ``discrete`` and ``hierarchical`` too)
+and precision (``fp32``, ``bf16``) a run of the project's
 own ``train()`` on generated ``synth-digits`` images (SVHN's shape); the figure is the last epoch's
 ``images_per_s`` from the loop's own record (the first epoch warms caches up). Timed in the same
 process, for the same preset and batch size:
 
 * ``gflop_per_image``: the training FLOPs of one image counted from the model's Linear layers
   (forward 2 * in * out per layer, backward twice that);
-* the **ceiling**: the same Linear layers alone, chained without BatchNorm, ReLU, Dropout, loss or
+* the **ceiling**: the same Linear layers alone (for ``hierarchical`` its ladder's too), chained without BatchNorm, ReLU, Dropout, loss or
   optimizer, forward and backward, images/s (in fp32 and under bf16 autocast);
 * the matrix-product rate of the machine (a 2048 x 2048 by batch x 2048 product, GFLOP/s);
 
@@ -34,7 +35,7 @@ from svhn_vae.config import get_preset
 from svhn_vae.data import synth_digits
 from svhn_vae.precision import autocast
 from svhn_vae.train import TrainData, train
-from svhn_vae.vae import VAE
+from svhn_vae.models import VAE, build_vae
 
 
 def linear_shapes(model: VAE) -> list[tuple[int, int]]:
@@ -97,7 +98,8 @@ def main() -> None:
                     "matmul_gflops": {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}}
     for preset in args.presets:
         cfg = get_preset(preset)
-        model = VAE(cfg.model, data_dim=cfg.pca.components, image_shape=(32, 32, 3))
+        data_dim = cfg.pca.components if cfg.model.input == "pca" else 32 * 32 * 3
+        model = build_vae(cfg.model, data_dim=data_dim, image_shape=(32, 32, 3))
         shapes, batch = linear_shapes(model), cfg.train.batch_size
         row = {"batch_size": batch, "gflop_per_image": training_gflop_per_image(shapes)}
         for precision in ("fp32", "bf16"):

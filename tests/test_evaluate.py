@@ -19,10 +19,10 @@ from svhn_vae.evaluate import (
     EvalOptions, evaluate, importance_bounds, likelihood_metrics, pca_space_elbo, pixels_to_model_space, psnr,
     reconstruction_metrics,
 )
+from svhn_vae.models.vae import VAE
 from svhn_vae.pca import PCA
 from svhn_vae.representation import Representation
 from svhn_vae.train import TrainData, train
-from svhn_vae.vae import VAE
 
 # --- a linear-Gaussian VAE: x = A z + b + N(0, s2 I), z ~ N(0, I), so p(x) = N(b, A A^T + s2 I) ---------
 

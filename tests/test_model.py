@@ -10,7 +10,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 from svhn_vae.config import LIKELIHOODS, ModelConfig, get_preset
 from svhn_vae.errors import UserError
 from svhn_vae.likelihoods import Bernoulli, Gaussian
-from svhn_vae.vae import VAE, count_parameters, gaussian_kl, loss_from_terms, reparameterize
+from svhn_vae.models.vae import VAE, count_parameters, gaussian_kl, loss_from_terms, reparameterize
 
 
 def test_bernoulli_log_prob_matches_torch():

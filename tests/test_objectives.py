@@ -11,10 +11,10 @@ from svhn_vae import checkpoint as ckpt
 from svhn_vae.baselines import RIDGE, diagonal_log_prob, fit_full_pca, full_gaussian, split_pca
 from svhn_vae.config import LIKELIHOODS, ModelConfig
 from svhn_vae.errors import UserError
+from svhn_vae.models.vae import VAE, ElboTerms, gaussian_kl, loss_from_terms
 from svhn_vae.representation import Representation, dequantize
 from svhn_vae.schedule import lr_factor
 from svhn_vae.train import TrainData, train
-from svhn_vae.vae import VAE, ElboTerms, gaussian_kl, loss_from_terms
 from test_train import synthetic_images, tiny_config
 
 

@@ -9,9 +9,9 @@ import torch
 from svhn_vae import checkpoint as ckpt
 from svhn_vae.config import Config, get_preset
 from svhn_vae.errors import UserError
+from svhn_vae.models.vae import VAE
 from svhn_vae.representation import Representation
 from svhn_vae.train import TrainData, TrainingDiverged, _run_epoch, build_model, evaluate_loss, make_optimizer, train
-from svhn_vae.vae import VAE
 
 
 def synthetic_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

@@ -138,3 +138,31 @@ def test_run_card_loads_with_one_call(tmp_path, data_dir, capsys):
     assert main(["export", str(run), str(card)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", str(run), str(card), "--overwrite"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, extra", [("discrete", []), ("hierarchical", []),
+                                           ("hierarchical", ["--likelihood", "bernoulli"])])
+def test_new_model_families_train_evaluate_report_export_and_resume(tmp_path, data_dir, capsys, preset, extra):
+    """Every tool works for the discrete and hierarchical families: training and its resume,
+    evaluate (bounds, baselines, probe, sample quality), the report's figures and a run card."""
+    run, card = tmp_path / "r", tmp_path / "card"
+    flags = [*tiny_flags(data_dir), "--mixtures", "2", "--hierarchy", "2", "--ladder-width", "8", *extra]
+    assert main(["train", "--preset", preset, *flags, "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert main(["train", "--preset", preset, *flags, "--run-dir", str(run), "--resume"]) == 0
+    assert [r["epoch"] for r in ckpt.read_metrics(run)] == [1, 2]
+    assert main(["evaluate", str(run), "--importance-samples", "8", "--probe-draws", "1", "--quality-samples", "64",
+                 "--no-progress", "--data-dir", str(data_dir)]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["data"] == ("binarized" if extra else "8-bit")
+    assert result["bpd_elbo"] >= result["bpd_iwae"] > 0
+    if not extra:  # a probability of the 8-bit values: bits/dim are -log2 p / D, compared with every baseline
+        assert result["bpd_iwae"] * 784 * 0.6931 == pytest.approx(result["nll_nats"], rel=1e-3)
+        base = result["baselines"]
+        assert base["best_bpd"] == min(base["gaussian_bpd"], base["ppca_bpd"], base["histogram_bpd"])
+        assert result["bpd_gain_over_best_baseline"] == pytest.approx(base["best_bpd"] - result["bpd_iwae"])
+    assert main(["report", str(run), "--data-dir", str(data_dir)]) == 0
+    assert (run / "report.html").stat().st_size > 10_000
+    assert main(["export", str(run), str(card)]) == 0
+    loaded, x = svhn_vae.load(card), torch.rand(3, 784)
+    assert torch.equal(loaded.model.encode(x)[0], ckpt.load_trained(run).model.encode(x)[0])

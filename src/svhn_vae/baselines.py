@@ -15,7 +15,11 @@ on the rest (:func:`split_pca`), so it is a density on all D pixels: by default 
 direction with its own eigenvalue plus the ridge (the full-covariance Gaussian's density there),
 or PPCA's isotropic term (:func:`complement_log_prob`).
 
-Both baselines are fitted on uniformly dequantized training pixels u = (x + U[0, 1)) / 256 and
+A third baseline ignores every correlation and is discrete: each subpixel's own 256-way histogram
+of the training values (add-1/2 smoothed), scored on the 8-bit test values
+(:func:`histogram_metrics`). Every model is compared with the best of the three (``best_bpd``).
+
+The Gaussian baselines are fitted on uniformly dequantized training pixels u = (x + U[0, 1)) / 256 and
 evaluated on dequantized test pixels, so they are in the units of the VAE's pixel-space figures:
 log-densities in nats on [0, 1]^D, turned into bits per dimension by :func:`bits_per_dim`.
 """
@@ -32,12 +36,14 @@ import torch
 from tqdm.auto import tqdm
 
 from svhn_vae.errors import UserError
+from svhn_vae.likelihoods.discrete import LEVELS, Categorical
 from svhn_vae.pca import PCA
 from svhn_vae.representation import dequantize, dequantized_rows, iter_rows
 
 __all__ = [
-    "RIDGE", "SubspaceGaussian", "baseline_metrics", "bernoulli_baseline_metrics", "binarized_rows", "bits_per_dim", "complement_log_prob", "dequantize",
-    "dequantized_rows", "fit_full_pca", "full_gaussian", "ppca", "split_pca", "split_subspace",
+    "RIDGE", "SubspaceGaussian", "baseline_metrics", "bernoulli_baseline_metrics", "binarized_rows", "bits_per_dim",
+    "complement_log_prob", "dequantize", "dequantized_rows", "fit_full_pca", "full_gaussian", "histogram_metrics",
+    "pixel_histogram", "ppca", "split_pca", "split_subspace", "value_rows",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -60,6 +66,33 @@ def binarized_rows(images: np.ndarray, *, seed: int, batch_size: int = 4096) -> 
     generator = torch.Generator().manual_seed(seed)
     for rows in iter_rows(images, batch_size):
         yield torch.bernoulli(torch.tensor(np.asarray(rows), dtype=torch.float32) / 255.0, generator=generator)
+
+
+def value_rows(images: np.ndarray, *, batch_size: int = 4096) -> Iterator[torch.Tensor]:
+    """(n, D) float32 batches x = k / 255 of the 8-bit values k of uint8 images: what discrete likelihoods score."""
+    for rows in iter_rows(images, batch_size):
+        yield torch.tensor(np.asarray(rows), dtype=torch.float32) / (LEVELS - 1)
+
+
+def pixel_histogram(images: np.ndarray, *, smoothing: float = 0.5, batch_size: int = 4096) -> Categorical:
+    """Each subpixel's own distribution over the 256 values: training counts plus ``smoothing``
+    (add-1/2: the Krichevsky-Trofimov estimator), normalized; (D, 256) log-probabilities."""
+    d = int(np.prod(images.shape[1:]))
+    offsets = np.arange(d, dtype=np.int64) * LEVELS
+    counts = np.zeros(d * LEVELS, dtype=np.int64)
+    for rows in iter_rows(images, batch_size):
+        counts += np.bincount((np.asarray(rows, dtype=np.int64) + offsets).ravel(), minlength=d * LEVELS)
+    probs = (counts.reshape(d, LEVELS) + smoothing) / (len(images) + smoothing * LEVELS)
+    return Categorical(torch.from_numpy(np.log(probs)))
+
+
+def histogram_metrics(*, train_images: np.ndarray, test_images: np.ndarray, batch_size: int = 4096) -> dict[str, Any]:
+    """The independent per-pixel histogram (:func:`pixel_histogram` of ``train_images``) scored on the
+    8-bit values of ``test_images``: mean NLL in nats and bits per dimension (no dequantization term)."""
+    histogram = pixel_histogram(train_images, batch_size=batch_size)
+    total = sum(float(histogram.log_prob(x).sum()) for x in value_rows(test_images, batch_size=batch_size))
+    nll, dims = -total / len(test_images), histogram.logits.shape[0]
+    return {"histogram_nats": nll, "histogram_bpd": bits_per_dim(nll, dims=dims, scale=1.0)}
 
 
 def bernoulli_baseline_metrics(*, train_images: np.ndarray, test_images: np.ndarray, seed: int = 0,
@@ -186,8 +219,9 @@ def _mean_log_prob(model: SubspaceGaussian, images: np.ndarray, *, seed: int, ba
 
 def baseline_metrics(*, train_images: np.ndarray, test_images: np.ndarray, components: int, seed: int = 0,
                      batch_size: int = 4096, progress: bool = False) -> dict[str, Any]:
-    """Full-covariance Gaussian and PPCA(``components``) fitted on ``train_images``, evaluated on
-    ``test_images`` (uint8, N, H, W, C); returns mean NLLs in nats and bits per dimension.
+    """Full-covariance Gaussian, PPCA(``components``) and the per-pixel histogram fitted on
+    ``train_images``, evaluated on ``test_images`` (uint8, N, H, W, C); returns mean NLLs in nats and
+    bits per dimension, and which is ``best`` with its ``best_bpd``.
 
     The test pixels are dequantized with ``seed`` (the noise stream does not depend on the batch
     size, so it is the noise the VAE's evaluation with the same seed sees), the training pixels
@@ -199,4 +233,11 @@ def baseline_metrics(*, train_images: np.ndarray, test_images: np.ndarray, compo
     for name, model in (("gaussian", full_gaussian(pca)), ("ppca", ppca(pca, components))):
         nll = -_mean_log_prob(model, test_images, seed=seed, batch_size=batch_size)
         out.update({f"{name}_nats": nll, f"{name}_bpd": bits_per_dim(nll, dims=dims)})
+    out.update(histogram_metrics(train_images=train_images, test_images=test_images, batch_size=batch_size))
+    out["best"] = min(BASELINES, key=lambda name: out[f"{name}_bpd"])
+    out["best_bpd"] = out[f"{out['best']}_bpd"]
     return out
+
+
+BASELINES = ("gaussian", "ppca", "histogram")
+"""The baselines of 8-bit images, by their key in ``baseline_metrics``' result."""

@@ -26,9 +26,9 @@ import torch
 from svhn_vae.atomic import atomic_write, write_json
 from svhn_vae.config import Config
 from svhn_vae.errors import UserError
+from svhn_vae.models import VAE, build_vae
 from svhn_vae.representation import Representation
 from svhn_vae.runlock import LOCK_FILE
-from svhn_vae.vae import VAE
 
 FORMAT_VERSION = 2
 """2: heads keep the data variance, representations say whether they dequantize, the LR schedule is saved."""
@@ -165,7 +165,7 @@ def load_trained(path: str | Path, *, which: str = "best", device: str | torch.d
     state = load_checkpoint(file, map_location=device)
     config = Config.from_dict(state["config"])
     rep = Representation.from_state_dict(state["representation"])
-    model = VAE(config.model, data_dim=rep.data_dim, image_shape=rep.image_shape)
+    model = build_vae(config.model, data_dim=rep.data_dim, image_shape=rep.image_shape)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
 
 def cmd_presets(args: argparse.Namespace) -> None:
     from svhn_vae.data import get_dataset
-    from svhn_vae.vae import VAE, count_parameters
+    from svhn_vae.models import build_vae, count_parameters
 
     print(f"{'preset':<16} {'dataset':<14} {'input':<10} {'likelihood':<18} {'trainable params':>17}")
     for name in PRESETS:
@@ -77,7 +77,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
         shape = get_dataset(cfg.data.dataset).image_shape
         pixels = shape[0] * shape[1] * shape[2]
         data_dim = cfg.pca.components if cfg.model.input == "pca" else pixels
-        n = count_parameters(VAE(cfg.model, data_dim=data_dim, image_shape=shape))
+        n = count_parameters(build_vae(cfg.model, data_dim=data_dim, image_shape=shape))
         marker = " (default)" if name == DEFAULT_PRESET else ""
         inp = f"pca{cfg.pca.components}" if cfg.model.input == "pca" else "pixels"
         print(f"{name:<16} {cfg.data.dataset:<14} {inp:<10} {cfg.model.likelihood:<18} "

@@ -39,6 +39,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("bpd IWAE", "eval.bpd_iwae", "{:.4f}"),
     ("bpd Gauss", "eval.baselines.gaussian_bpd", "{:.4f}"),
     ("bpd PPCA", "eval.baselines.ppca_bpd", "{:.4f}"),
+    ("bpd hist.", "eval.baselines.histogram_bpd", "{:.4f}"),
     ("NLL indep.", "eval.baselines.independent_bernoulli_nats", "{:.2f}"),
     ("PCA rec", "eval.pca_space.rec", "{:.2f}"),
     ("PCA KL", "eval.pca_space.kl", "{:.2f}"),
@@ -158,7 +159,7 @@ def _fmt(value: Any, spec: str = "{:.3f}") -> str:
 
 def summary(result: dict[str, Any]) -> str:
     """A few human-readable lines of an ``eval.json`` dict."""
-    unit = "bits/dim" + (" (binary pixels)" if result.get("data") == "binarized" else "")
+    unit = "bits/dim" + {"binarized": " (binary pixels)", "8-bit": " (8-bit values)"}.get(result.get("data"), "")
     lines = [f"{result.get('run', '?')} ({result.get('preset', '?')}, epoch {result.get('epoch', '?')}): "
              f"{result['n']} {result['split']} images, K={result['importance_samples']}, {result['seconds']:.0f} s",
              f"  ELBO {_fmt(result['elbo_nats'], '{:.2f}')} nats  {_fmt(result['bpd_elbo'], '{:.4f}')} {unit}",
@@ -168,8 +169,9 @@ def summary(result: dict[str, Any]) -> str:
                      f"the VAE gains {_fmt(result['nats_gain_over_independent'], '{:.2f}')} nats")
     elif base is not None:
         lines.append(f"  baselines: Gaussian {_fmt(base['gaussian_bpd'], '{:.4f}')}, PPCA({base['ppca_components']}) "
-                     f"{_fmt(base['ppca_bpd'], '{:.4f}')} bits/dim; the VAE gains "
-                     f"{_fmt(result['bpd_gain_over_ppca'], '{:.4f}')} bits/dim over PPCA")
+                     f"{_fmt(base['ppca_bpd'], '{:.4f}')}, per-pixel histogram {_fmt(base.get('histogram_bpd'), '{:.4f}')} "
+                     f"bits/dim; the VAE gains {_fmt(result.get('bpd_gain_over_best_baseline'), '{:+.4f}')} "
+                     f"bits/dim over the best ({base.get('best', '?')})")
     if (pca := result.get("pca_space")) is not None:
         ref = pca["reference_blog_2017"]
         lines.append(f"  PCA space: rec {_fmt(pca['rec'], '{:.2f}')}, KL {_fmt(pca['kl'], '{:.2f}')} nats "
@@ -285,7 +287,7 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="dataset folder; None: the run's data_dir, else $SVHN_VAE_DATA or the user cache")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download missing files")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=d.baselines,
-                   help="fit and score the full Gaussian and PPCA baselines")
+                   help="fit and score the baselines: full Gaussian, PPCA and the per-pixel histogram")
     p.add_argument("--ppca-components", type=int, default=d.ppca_components,
                    help="PPCA baseline components (0: the run's PCA components, or its latent size)")
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True, help="latent probe")

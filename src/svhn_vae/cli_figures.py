@@ -187,8 +187,10 @@ COMMANDS = (
                   "Training (solid) and validation (dashed) terms per epoch, in nats per example.",
                   _curves_options, _make_curves, uses_model=False),
     FigureCommand("sample", "samples.png", "Samples",
-                  "Decodes of z ~ N(0, T^2 I): the mean of p(x|z), mapped back to pixels (through the inverse PCA "
-                  "for PCA models) and clipped to [0, 1].",
+                  "Decodes of z ~ N(0, T^2 I) (a hierarchical model's lower layers drawn from their priors): the "
+                  "mean of p(x|z) (where pixels depend on the ones before them: each pixel's conditional mean in "
+                  "raster order; --mode sample draws instead), mapped back to pixels (through the inverse PCA for "
+                  "PCA models) and clipped to [0, 1].",
                   _sample_options, _make_samples),
     FigureCommand("analogies", "analogies.png", "Posterior samples per digit",
                   "Row d: a test image of digit d, then decodes of samples from its posterior q(z|x).",

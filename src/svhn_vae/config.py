@@ -19,7 +19,12 @@ from typing import Any, Callable
 
 from svhn_vae.errors import UserError
 
-LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-relu-eps", "gaussian-logvar", "gaussian-shared")
+LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-relu-eps", "gaussian-logvar", "gaussian-shared",
+               "logistic-mixture", "categorical")
+DISCRETE_LIKELIHOODS = ("logistic-mixture", "categorical")
+"""Likelihoods of the 8-bit values themselves (see svhn_vae.likelihoods.discrete)."""
+CONTEXT_LIKELIHOODS = ("logistic-mixture", "bernoulli")
+"""Likelihoods whose pixels may also see the pixels before them (ModelConfig.context_width)."""
 INPUTS = ("pca", "pixels")
 ARCHITECTURES = ("dense", "conv")
 EARLY_STOPPING = ("train", "val", "none")
@@ -27,6 +32,16 @@ LR_SCHEDULES = ("constant", "cosine")
 COMPLEMENTS = ("diagonal", "isotropic")
 PRECISIONS = ("fp32", "bf16")
 """Training precisions (see svhn_vae.precision)."""
+
+
+def scored_data(likelihood: str) -> str:
+    """What a likelihood is a distribution of, the one place that says it: 'binarized' pixels
+    (Bernoulli; bits/dim = NLL / (D ln 2) of binary values), the '8-bit' values themselves (the
+    discrete likelihoods; NLL / (D ln 2), no dequantization term) or 'dequantized' pixels in [0, 1]
+    (the Gaussian densities; (NLL + D ln 256) / (D ln 2))."""
+    if likelihood == "bernoulli":
+        return "binarized"
+    return "8-bit" if likelihood in DISCRETE_LIKELIHOODS else "dequantized"
 
 
 def check(ok: bool, section: str, name: str, message: str) -> None:
@@ -143,6 +158,8 @@ class ModelConfig:
     """Widths of the decoder blocks."""
     conv_channels: tuple[int, ...] = (32, 64, 128)
     """Channels of the stride-2 convolutions of the 'conv' architecture."""
+    residual_blocks: int = 0
+    """'conv': ResNet blocks (two 3x3 convolutions and a skip) after every resolution change."""
     dropout: float = 0.1
     """Dropout probability in every dense block."""
     input_batchnorm: bool = True
@@ -174,12 +191,24 @@ class ModelConfig:
     data (PCA codes range over orders of magnitude); off: absolute, as the write-up's eps=0.01."""
     binarize: bool = True
     """bernoulli: dynamically binarize training inputs (x ~ Bernoulli(pixel))."""
+    mixtures: int = 5
+    """logistic-mixture: components of the discretized logistic mixture of each pixel."""
+    context_width: int = 0
+    """logistic-mixture and bernoulli: channels of a small masked-convolution network (PixelCNN's) through
+    which each pixel also depends on the pixels above it and to its left (0: pixels independent given z)."""
+    context_kernel: int = 5
+    """Kernel size of that network's first masked convolution (its reach: kernel // 2 + 1 pixels)."""
+    hierarchy: tuple[int, ...] = ()
+    """Sizes of further stochastic layers under the top latent (latent_dim), each inferred top-down
+    given the ones above (a hierarchical VAE); (): the single-layer VAE."""
+    ladder_width: int = 256
+    """Width of the dense blocks that give each lower layer its prior and posterior."""
 
     def __post_init__(self) -> None:
         check_fields(self, "model")
         self.encoder_shared, self.encoder_branch = tuple(self.encoder_shared), tuple(self.encoder_branch)
         self.decoder, self.variance_head = tuple(self.decoder), tuple(self.variance_head)
-        self.conv_channels = tuple(self.conv_channels)
+        self.conv_channels, self.hierarchy = tuple(self.conv_channels), tuple(self.hierarchy)
         check(self.input in INPUTS, "model", "input", f"must be one of {INPUTS}")
         check(self.architecture in ARCHITECTURES, "model", "architecture", f"must be one of {ARCHITECTURES}")
         check(self.likelihood in LIKELIHOODS, "model", "likelihood", f"must be one of {LIKELIHOODS}")
@@ -189,7 +218,15 @@ class ModelConfig:
         check(self.fixed_variance > 0, "model", "fixed_variance", "must be positive")
         check(self.fixed_variance_dims >= 0, "model", "fixed_variance_dims", "must be >= 0")
         check(0.0 <= self.fixed_variance_floor < 1.0, "model", "fixed_variance_floor", "must be in [0, 1)")
-        for name in ("encoder_shared", "encoder_branch", "decoder", "variance_head", "conv_channels"):
+        check(self.mixtures > 0, "model", "mixtures", "must be positive")
+        check(self.residual_blocks >= 0, "model", "residual_blocks", "must be >= 0")
+        check(self.context_width >= 0, "model", "context_width", "must be >= 0")
+        check(self.context_kernel >= 3 and self.context_kernel % 2 == 1, "model", "context_kernel",
+              "must be an odd number >= 3")
+        check(self.context_width == 0 or self.likelihood in CONTEXT_LIKELIHOODS, "model", "context_width",
+              f"works with the likelihoods {CONTEXT_LIKELIHOODS}; set it to 0 for '{self.likelihood}'")
+        check(self.ladder_width > 0, "model", "ladder_width", "must be positive")
+        for name in ("encoder_shared", "encoder_branch", "decoder", "variance_head", "conv_channels", "hierarchy"):
             check(all(w > 0 for w in getattr(self, name)), "model", name, "widths must be positive")
         check(
             self.architecture == "dense" or self.input == "pixels",
@@ -280,8 +317,9 @@ class Config:
     preset: str = "custom"
 
     def __post_init__(self) -> None:
-        if self.model.likelihood == "bernoulli":
-            check(self.model.input == "pixels", "model", "likelihood", "'bernoulli' needs input 'pixels' in [0, 1]")
+        if scored_data(self.model.likelihood) != "dequantized":
+            check(self.model.input == "pixels", "model", "likelihood",
+                  f"'{self.model.likelihood}' is a distribution of pixels: needs input 'pixels'")
         check(self.pca.complement == "isotropic" or self.data.dequantize or self.model.input != "pca", "pca",
               "complement", "'diagonal' needs --dequantize (undequantized pixels can have eigenvalues of 0); "
               "use --complement isotropic")
@@ -390,10 +428,51 @@ def _mnist_bernoulli() -> Config:
     )
 
 
+def _discrete() -> Config:
+    """Pixels in, the 8-bit values out: a discretized logistic mixture whose pixels see their neighbours.
+
+    A dense encoder and decoder (2x512, no dropout) around 32 latents. The decoder gives every pixel
+    a mixture of 5 logistics (for colour, PixelCNN++'s channel coupling: G's mean moves with R's
+    value, B's with R's and G's), corrected by a 16-channel masked-convolution network over the
+    pixels above and to the left (``context_width``; 0 makes the pixels independent given z).
+    Cosine learning rate, KL warm-up over 5 epochs, 30 epochs. On MNIST (README, "Results"; 54,000
+    training images) it trained in 37 minutes on one thread beside other jobs and reaches 1.114
+    bits/dim on test (IWAE, K=100), 0.575 better than the independent per-pixel histogram; on
+    synth-digits (``--mixtures 3 --epochs 8``, 33 minutes) 4.44 bits/dim on validation, worse than
+    the full-covariance Gaussian (3.634): its pixels see only their neighbours.
+    """
+    return Config(
+        preset="discrete",
+        data=DataConfig(dataset="svhn", dequantize=False),
+        model=ModelConfig(
+            input="pixels", latent_dim=32, encoder_shared=(512, 512), decoder=(512, 512), dropout=0.0,
+            input_batchnorm=False, likelihood="logistic-mixture", mixtures=5, context_width=16,
+        ),
+        train=TrainConfig(epochs=30, batch_size=128, lr=1e-3, lr_schedule="cosine", warmup_steps=200,
+                          kl_warmup_epochs=5, early_stopping="none"),
+    )
+
+
+def _hierarchical() -> Config:
+    """`discrete` with two stochastic layers: 32 top latents and 32 under them, inferred top-down.
+
+    The lower layer's prior and posterior come from 512-wide blocks given the top layer (and, for the
+    posterior, the encoder's features); the decoder reads both layers. On MNIST it trained in 41
+    minutes on one thread beside other jobs and reaches 1.113 bits/dim on test (IWAE, K=100); with
+    ``--likelihood bernoulli`` it models binarized MNIST (README, "Results").
+    """
+    cfg = _discrete()
+    cfg.preset = "hierarchical"
+    cfg.model = dataclasses.replace(cfg.model, hierarchy=(32,), ladder_width=512)
+    return cfg
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "fast": _fast,
     "blog-2017": _blog_2017,
     "mnist-bernoulli": _mnist_bernoulli,
+    "discrete": _discrete,
+    "hierarchical": _hierarchical,
 }
 DEFAULT_PRESET = "fast"
 

@@ -38,19 +38,19 @@ from tqdm.auto import tqdm
 
 from svhn_vae.baselines import (
     baseline_metrics, bernoulli_baseline_metrics, binarized_rows, bits_per_dim, dequantized_rows, split_pca,
+    value_rows,
 )
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.config import check
+from svhn_vae.config import check, scored_data
 from svhn_vae.finite import MetricNotFinite, check_finite
+from svhn_vae.models.vae import VAE
 from svhn_vae.representation import PIXEL_MAX, Representation
 from svhn_vae.train import evaluate_loss
-from svhn_vae.vae import VAE
 
 __all__ = [
     "BLOG_2017_PCA_SPACE", "EvalOptions", "MetricNotFinite", "check_finite", "evaluate", "importance_bounds",
     "likelihood_metrics",
     "pca_space_elbo", "pixels_to_model_space", "ppca_components", "psnr", "reconstruction_metrics",
-    "scores_dequantized_pixels",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,19 +127,17 @@ def pixels_to_model_space(rep: Representation, u: torch.Tensor) -> tuple[torch.T
     return (coords / lam.sqrt()).float(), rest - 0.5 * lam.log().sum()
 
 
-def scores_dequantized_pixels(trained: TrainedModel) -> bool:
-    """True for densities on dequantized pixels (every Gaussian model), False for binarized (Bernoulli)."""
-    return trained.model.cfg.likelihood != "bernoulli"
-
-
 def _scored_batches(trained: TrainedModel, images: np.ndarray, *, seed: int, batch_size: int,
                     device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(model input (B, K), log-density correction (B,)) of the data each likelihood is scored on."""
-    if scores_dequantized_pixels(trained):
+    kind = scored_data(trained.model.cfg.likelihood)
+    if kind == "dequantized":
         for u in dequantized_rows(images, seed=seed, batch_size=batch_size):
             yield pixels_to_model_space(trained.representation, u.to(device))
         return
-    for x in binarized_rows(images, seed=seed, batch_size=batch_size):
+    rows = value_rows(images, batch_size=batch_size) if kind == "8-bit" else binarized_rows(
+        images, seed=seed, batch_size=batch_size)
+    for x in rows:
         yield x.to(device), torch.zeros(len(x), dtype=torch.float64, device=device)
 
 
@@ -148,8 +146,10 @@ def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_
                        progress: bool = False) -> dict[str, Any]:
     """Mean ELBO and IWAE bound per image (nats) of uint8 images (N, H, W, C), and their bits per dim.
 
-    ``nll_nats`` is -iwae_nats, the test NLL papers report. Dequantization (or binarization) uses
-    ``seed``, the posterior samples ``seed + 1``.
+    ``nll_nats`` is -iwae_nats, the test NLL papers report. The data are those the likelihood is a
+    distribution of (:func:`svhn_vae.config.scored_data`): dequantized pixels (densities; bits/dim
+    add D ln 256), binarized pixels or the 8-bit values themselves (probabilities; bits/dim are
+    -log2 p / D). Dequantization (or binarization) uses ``seed``, the posterior samples ``seed + 1``.
     """
     model = trained.model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -161,9 +161,9 @@ def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_
             sums += torch.stack([(elbo + correction).sum(), (iwae + correction).sum()]).cpu()
             bar.update(len(x))
     elbo, iwae = (sums / len(images)).tolist()
-    binary = not scores_dequantized_pixels(trained)
-    dims, scale = trained.representation.pixel_dim, 1.0 if binary else 256.0
-    return {"data": "binarized" if binary else "dequantized", "dims": dims, "elbo_nats": elbo, "iwae_nats": iwae,
+    kind = scored_data(trained.model.cfg.likelihood)
+    dims, scale = trained.representation.pixel_dim, 256.0 if kind == "dequantized" else 1.0
+    return {"data": kind, "dims": dims, "elbo_nats": elbo, "iwae_nats": iwae,
             "nll_nats": -iwae, "bpd_elbo": bits_per_dim(-elbo, dims=dims, scale=scale),
             "bpd_iwae": bits_per_dim(-iwae, dims=dims, scale=scale)}
 
@@ -234,9 +234,10 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
              progress: bool = False) -> dict[str, Any]:
     """Every metric of a trained VAE on uint8 test ``images`` (N, H, W, C); the dict of ``eval.json``.
 
-    ``train_images`` are needed for the Gaussian baselines (skipped when None or
-    ``options.baselines`` is off). Gaussian models get the full-covariance Gaussian and PPCA in
-bits/dim; Bernoulli models the independent-Bernoulli baseline in nats on the same binary pixels.
+    ``train_images`` are needed for the baselines (skipped when None or ``options.baselines`` is
+    off). Models of 8-bit images (Gaussian or discrete) get the full-covariance Gaussian, PPCA and
+    the independent per-pixel histogram in bits/dim, and their gain over the best of them;
+    Bernoulli models the independent-Bernoulli baseline in nats on the same binary pixels.
     """
     options = options if options is not None else EvalOptions()
     images = images[:options.max_examples] if options.max_examples else images
@@ -250,11 +251,12 @@ bits/dim; Bernoulli models the independent-Bernoulli baseline in nats on the sam
     out["pca_space"] = _timed(timings, "pca_space", pca_space_elbo, trained, images, seed=options.seed, device=device)
     out["reconstruction"] = _timed(timings, "reconstruction", reconstruction_metrics, trained, images, device=device)
     out["baselines"] = None
-    if options.baselines and train_images is not None and scores_dequantized_pixels(trained):
+    if options.baselines and train_images is not None and out["data"] != "binarized":
         out["baselines"] = _timed(timings, "baselines", baseline_metrics, train_images=train_images,
                                   test_images=images, components=ppca_components(trained, options),
                                   seed=options.seed, progress=progress)
         out["bpd_gain_over_ppca"] = out["baselines"]["ppca_bpd"] - out["bpd_iwae"]
+        out["bpd_gain_over_best_baseline"] = out["baselines"]["best_bpd"] - out["bpd_iwae"]
     elif options.baselines and train_images is not None:
         out["baselines"] = _timed(timings, "baselines", bernoulli_baseline_metrics, train_images=train_images,
                                   test_images=images, seed=options.seed, batch_size=options.batch_size)

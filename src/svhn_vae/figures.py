@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 
 from svhn_vae.atomic import atomic_write
+from svhn_vae.models.vae import VAE, reparameterize
 from svhn_vae.representation import Representation
-from svhn_vae.vae import VAE, reparameterize
 
 MODES = ("mean", "sample")
 METHODS = ("slerp", "linear")

@@ -1,4 +1,5 @@
-"""Encoders and decoders: dense blocks (the write-up's recipe) and a small convolutional variant.
+"""Encoders and decoders: dense blocks (the write-up's recipe) and a convolutional variant (stride-2
+convolutions, optionally with ResNet blocks at every resolution).
 
 All networks take and return flat rows (B, D); the convolutional ones reshape internally, with
 pixels flattened in (H, W, C) order like the datasets' NHWC arrays.
@@ -58,16 +59,25 @@ class DenseEncoder(nn.Module):
         self.mu = nn.Linear(h_mu, cfg.latent_dim)
         self.logvar = nn.Linear(h_lv, cfg.latent_dim)
 
+        self.feature_dim = hidden
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, feature_dim) the shared trunk's features (what lower latent layers also read)."""
+        return self.trunk(self.input_norm(x))
+
+    def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, feature_dim) -> mean (B, L) and log-variance (B, L) of the diagonal Gaussian posterior."""
+        return self.mu(self.mu_branch(h)), self.logvar(self.logvar_branch(h))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) -> mean (B, L) and log-variance (B, L) of the diagonal Gaussian posterior."""
-        h = self.trunk(self.input_norm(x))
-        return self.mu(self.mu_branch(h)), self.logvar(self.logvar_branch(h))
+        return self.posterior(self.features(x))
 
 
 class DenseDecoder(nn.Module):
     """p(x|z): dense blocks, then the likelihood head named by the config."""
 
-    def __init__(self, cfg: ModelConfig, data_dim: int) -> None:
+    def __init__(self, cfg: ModelConfig, data_dim: int, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.trunk, hidden = dense_stack(cfg.latent_dim, cfg.decoder, cfg.dropout)
 
@@ -75,8 +85,8 @@ class DenseDecoder(nn.Module):
             blocks, width = dense_stack(hidden, cfg.variance_head, cfg.dropout)
             return nn.Sequential(blocks, nn.Linear(width, data_dim))
 
-        self.head = make_head(cfg, data_dim=data_dim, output_layer=lambda: nn.Linear(hidden, data_dim),
-                              var_net=var_net)
+        self.head = make_head(cfg, data_dim=data_dim, image_shape=image_shape,
+                              output_layer=lambda n: nn.Linear(hidden, n), var_net=var_net)
 
     def forward(self, z: torch.Tensor):
         return self.head(self.trunk(z))
@@ -90,6 +100,18 @@ def _conv_sizes(size: int, n: int) -> list[int]:
     for _ in range(n):
         sizes.append((sizes[-1] + 1) // 2)
     return sizes
+
+
+class ResidualBlock(nn.Module):
+    """x + Conv(ReLU(BN(Conv(ReLU(BN(x)))))): a pre-activation ResNet block at one resolution, 3x3 kernels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                  nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
 
 
 class ToHWC(nn.Module):
@@ -106,16 +128,24 @@ class ConvEncoder(nn.Module):
         layers, ch = [], image_shape[2]
         for out_ch in cfg.conv_channels:
             layers += [nn.Conv2d(ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            layers += [ResidualBlock(out_ch) for _ in range(cfg.residual_blocks)]
             ch = out_ch
         self.convs = nn.Sequential(*layers, nn.Flatten())
         side = _conv_sizes(image_shape[0], len(cfg.conv_channels))[-1]
-        self.mu = nn.Linear(ch * side * side, cfg.latent_dim)
-        self.logvar = nn.Linear(ch * side * side, cfg.latent_dim)
+        self.feature_dim = ch * side * side
+        self.mu = nn.Linear(self.feature_dim, cfg.latent_dim)
+        self.logvar = nn.Linear(self.feature_dim, cfg.latent_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H*W*C) -> (B, feature_dim) the flattened features of the last convolution."""
+        h, w, c = self.image_shape
+        return self.convs(x.view(-1, h, w, c).permute(0, 3, 1, 2))
+
+    def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu(h), self.logvar(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w, c = self.image_shape
-        h = self.convs(x.view(-1, h, w, c).permute(0, 3, 1, 2))
-        return self.mu(h), self.logvar(h)
+        return self.posterior(self.features(x))
 
 
 class ConvDecoder(nn.Module):
@@ -131,22 +161,28 @@ class ConvDecoder(nn.Module):
             pad_out = size_out - (2 * size_in - 1)  # makes each transposed conv exactly invert the encoder
             layers += [nn.ConvTranspose2d(chans[i], out_ch, 3, stride=2, padding=1, output_padding=pad_out),
                        nn.BatchNorm2d(out_ch), nn.ReLU()]
+            layers += [ResidualBlock(out_ch) for _ in range(cfg.residual_blocks)]
         self.deconvs = nn.Sequential(*layers)
         data_dim = image_shape[0] * image_shape[1] * image_shape[2]
 
-        def output_layer() -> nn.Module:
-            return nn.Sequential(nn.Conv2d(chans[-1], image_shape[2], 3, padding=1), ToHWC())
+        def output_layer(n: int) -> nn.Module:  # n outputs: n / (H W) channels per pixel
+            return nn.Sequential(nn.Conv2d(chans[-1], n // (image_shape[0] * image_shape[1]), 3, padding=1), ToHWC())
 
-        self.head = make_head(cfg, data_dim=data_dim, output_layer=output_layer, var_net=output_layer)
+        self.head = make_head(cfg, data_dim=data_dim, image_shape=image_shape, output_layer=output_layer,
+                              var_net=lambda: output_layer(data_dim))
 
     def forward(self, z: torch.Tensor):
         ch, side = self.start
         return self.head(self.deconvs(self.fc(z).view(-1, ch, side, side)))
 
 
-def build_networks(cfg: ModelConfig, *, data_dim: int,
-                   image_shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
-    """Encoder and decoder for the configured architecture."""
+def build_encoder(cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> nn.Module:
+    """q(z|x) of ``cfg.latent_dim`` latents for the configured architecture."""
+    return ConvEncoder(cfg, image_shape) if cfg.architecture == "conv" else DenseEncoder(cfg, data_dim)
+
+
+def build_decoder(cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> nn.Module:
+    """p(x|z) from ``cfg.latent_dim`` latents for the configured architecture."""
     if cfg.architecture == "conv":
-        return ConvEncoder(cfg, image_shape), ConvDecoder(cfg, image_shape)
-    return DenseEncoder(cfg, data_dim), DenseDecoder(cfg, data_dim)
+        return ConvDecoder(cfg, image_shape)
+    return DenseDecoder(cfg, data_dim, image_shape)

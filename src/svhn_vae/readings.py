@@ -161,22 +161,37 @@ def _scored_on(m: Json) -> list[str]:
     return ["IWAE bound"] + ([f"K={k:.0f} importance samples"] if k else []) + ([f"{n:.0f} images"] if n else [])
 
 
-def _likelihood_dequantized(m: Json, config: Json | None) -> list[Reading]:
+BASELINE_NAMES = {"gaussian": "the full-covariance Gaussian", "ppca": "PPCA",
+                  "histogram": "the independent per-pixel histogram"}
+"""The baselines of 8-bit images (``eval.json``'s ``baselines.<key>_bpd``) in words."""
+
+
+def _likelihood_8_bit(m: Json, config: Json | None) -> list[Reading]:
+    """Bits/dim of a model of 8-bit images (a density on dequantized pixels, or a discrete likelihood),
+    against the best of the baselines first, then the others."""
     bpd = _number(m, "bpd_iwae")
     if bpd is None:
         return []
     base = m.get("baselines") or {}
     k = _number(base, "ppca_components")
-    comparisons = (_compare(f"PPCA with {k:.0f} components" if k else "PPCA", bpd, _number(base, "ppca_bpd"), BPD)
-                   + _compare("the full-covariance Gaussian", bpd, _number(base, "gaussian_bpd"), BPD))
-    scoring = _scored_on(m) + (["pixels dequantized to [0, 1]"] if m.get("data") == "dequantized" else [])
+    names = {**BASELINE_NAMES, "ppca": f"PPCA with {k:.0f} components" if k else "PPCA"}
+    scored = {name: _number(base, f"{name}_bpd") for name in names if _number(base, f"{name}_bpd") is not None}
+    best = min(scored, key=scored.__getitem__) if scored else None  # eval.json of older releases has no "best"
+    order = ([best] if best else []) + [name for name in scored if name != best]
+    comparisons = [Comparison(names[name] + (" (the best baseline)" if name == best else ""), bpd, scored[name], BPD)
+                   for name in order]
+    discrete = m.get("data") == "8-bit"
+    scoring = _scored_on(m) + (["pixels dequantized to [0, 1]"] if m.get("data") == "dequantized" else []) + (
+        ["the 8-bit values themselves"] if discrete else [])
     nll = _number(m, "nll_nats")
-    per_image = f" In nats per image: {nll:.2f} (of a density, so it may be negative)." if nll is not None else ""
+    of_what = "of a probability, so never negative" if discrete else "of a density, so it may be negative"
+    per_image = f" In nats per image: {nll:.2f} ({of_what})." if nll is not None else ""
     meaning = (f"Bits per dimension of the {_split(m)} under the model ({', '.join(scoring)}): the "
                "average cost of coding one 8-bit pixel channel, an upper bound since the IWAE bound is a lower "
                f"bound on log p(x); lower is better, 8 is a uniform guess over the 256 levels.{per_image}")
     return [Reading("Test likelihood", BPD.show(bpd), meaning, tuple(comparisons),
-                    keys=("bpd_iwae", "nll_nats", "iwae_nats", "baselines", "bpd_gain_over_ppca"))]
+                    keys=("bpd_iwae", "nll_nats", "iwae_nats", "baselines", "bpd_gain_over_ppca",
+                          "bpd_gain_over_best_baseline"))]
 
 
 def _likelihood_binarized(m: Json, config: Json | None) -> list[Reading]:
@@ -392,7 +407,7 @@ def _diversity(m: Json, config: Json | None) -> list[Reading]:
 # --- all of them ---------------------------------------------------------------------------------
 
 def _likelihood(m: Json, config: Json | None) -> list[Reading]:
-    reader = _likelihood_binarized if m.get("data") == "binarized" else _likelihood_dequantized
+    reader = _likelihood_binarized if m.get("data") == "binarized" else _likelihood_8_bit
     return reader(m, config)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from svhn_vae.config import Config
+from svhn_vae.config import Config, scored_data
 from svhn_vae.errors import UserError
 from svhn_vae.pca import PCA
 
@@ -73,7 +73,7 @@ class Representation:
         """Fit the PCA (if the config asks for one) on the training images only, streamed in batches;
         on dequantized pixels (noise seeded by ``train.seed``) when the model trains on them."""
         image_shape = splits[0].shape[1:]
-        dequantized = cfg.data.dequantize and cfg.model.likelihood != "bernoulli"
+        dequantized = cfg.data.dequantize and scored_data(cfg.model.likelihood) == "dequantized"
         if cfg.model.input != "pca":
             return cls(image_shape, dequantized=dequantized)
         if dequantized:

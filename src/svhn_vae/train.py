@@ -33,12 +33,12 @@ from svhn_vae.distributed import World
 from svhn_vae.errors import UserError
 from svhn_vae.finite import check_finite
 from svhn_vae.interruption import CheckpointClock, StopRequest, TrainingStopped
+from svhn_vae.models import VAE, build_vae, loss_from_terms
 from svhn_vae.precision import autocast
 from svhn_vae.representation import Representation
 from svhn_vae.runlock import holding_run_lock
 from svhn_vae.schedule import make_scheduler, scale_base_lrs
 from svhn_vae.tracking import TensorBoardLog
-from svhn_vae.vae import VAE, loss_from_terms
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def load_train_data(cfg: Config) -> TrainData:
 def build_model(cfg: Config, representation: Representation, init_data: torch.Tensor | None = None) -> VAE:
     """A fresh VAE; with ``init_data`` (stored rows of the training set), its output starts at their
     mean and per-dimension variance (see :meth:`VAE.init_from_data`)."""
-    model = VAE(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
+    model = build_vae(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
     if init_data is not None:
         model.init_from_data(_model_input(cfg, representation, init_data[:INIT_EXAMPLES].cpu()),
                              representation.unit_variance())

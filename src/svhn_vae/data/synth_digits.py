@@ -25,6 +25,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,23 +227,48 @@ def _blur(gen: torch.Generator, images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, kernel[:, None, :, None], groups=3 * n).reshape(n, 3, 32, 32)  # along the height
 
 
-def generate_chunk(n: int, *, seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chunk ``index`` of a split: uint8 images (n, 32, 32, 3) and int64 labels (n,), from the seed
-    stream (seed, split, index) alone."""
+@dataclass
+class ChunkDraws:
+    """What one chunk of images is made of: the clean images and the random draws of their last steps."""
+
+    labels: torch.Tensor
+    """(n,) int64 digits."""
+    clean: torch.Tensor
+    """(n, 3, 32, 32) float images in [0, 1] after the blur, before sensor noise and JPEG."""
+    strength: torch.Tensor
+    """(n, 1, 1, 1) width of each image's uniform sensor noise (standard deviation up to 0.05)."""
+    noise: torch.Tensor
+    """(n, 3, 32, 32) uniform draws in [0, 1) of the sensor noise."""
+    quality: torch.Tensor
+    """(n,) JPEG quality of each image (30 to 95)."""
+
+    def render(self) -> np.ndarray:
+        """uint8 images (n, 32, 32, 3): the clean images with their sensor noise, JPEG-compressed and quantized."""
+        image = self.clean + self.strength * (self.noise - 0.5)
+        image = jpeg(image.clamp(0, 1), self.quality)
+        return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def chunk_draws(n: int, *, seed: int, split: str, index: int) -> ChunkDraws:
+    """The draws of chunk ``index`` of a split, from the seed stream (seed, split, index) alone."""
     gen = torch.Generator().manual_seed(hash_seed(seed, split, index))
     labels = torch.randint(10, (n,), generator=gen)
     mask = _digit_masks(gen, labels)
     bg, fg = _colours(gen, n)
     foreground = fg[:, :, None, None] * (1 - 0.3 * _ramp(gen, n, 32) * torch.rand(n, 1, 1, 1, generator=gen))
-    image = torch.lerp(_backgrounds(gen, bg), foreground, mask)
-    image = _blur(gen, image)
+    image = _blur(gen, torch.lerp(_backgrounds(gen, bg), foreground, mask))
     # sensor noise of a random strength (std up to 0.05), uniform: as good a model as Gaussian at
     # this level, and cheaper to draw
     strength = _uniform(gen, n, 0, 0.05 * math.sqrt(12))[:, None, None, None]
-    image = image + strength * (torch.rand(image.shape, generator=gen) - 0.5)
-    image = jpeg(image.clamp(0, 1), torch.randint(30, 96, (n,), generator=gen).float())
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    return pixels, labels.numpy().astype(np.int64)
+    noise = torch.rand(image.shape, generator=gen)
+    return ChunkDraws(labels, image, strength, noise, torch.randint(30, 96, (n,), generator=gen).float())
+
+
+def generate_chunk(n: int, *, seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk ``index`` of a split: uint8 images (n, 32, 32, 3) and int64 labels (n,), from the seed
+    stream (seed, split, index) alone."""
+    draws = chunk_draws(n, seed=seed, split=split, index=index)
+    return draws.render(), draws.labels.numpy().astype(np.int64)
 
 
 def hash_seed(seed: int, split: str, index: int) -> int:

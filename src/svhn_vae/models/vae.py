@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from svhn_vae.config import ModelConfig
-from svhn_vae.networks import build_networks
+from svhn_vae.networks import build_decoder, build_encoder
 
 
 @dataclass
@@ -92,7 +92,8 @@ class VAE(nn.Module):
         self.cfg = cfg
         self.data_dim = data_dim
         self.latent_dim = cfg.latent_dim
-        self.encoder, self.decoder = build_networks(cfg, data_dim=data_dim, image_shape=image_shape)
+        self.encoder = build_encoder(cfg, data_dim=data_dim, image_shape=image_shape)
+        self.decoder = build_decoder(cfg, data_dim=data_dim, image_shape=image_shape)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (B, L) of q(z|x), float32 even under bf16 autocast (the KL and the

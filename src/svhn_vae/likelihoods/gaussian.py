@@ -1,13 +1,9 @@
-"""Output distributions p(x|z) and the decoder heads that produce them.
+"""Diagonal Gaussian output distributions and the decoder heads that produce them.
 
-Each distribution is a small object with ``log_prob(x)`` (per example, in nats, summed over
-dimensions), ``mean()`` and ``sample(generator=...)``. Each head is an ``nn.Module`` mapping the
-decoder's last hidden features to one distribution. The model picks a head by config name
-(:func:`make_head`), never by dataset.
-
-Gaussians are diagonal and work the same on PCA codes or on pixels. Every head can start from the
-training data (``init_from_data``): the mean at the data mean and the variance at each dimension's
-data variance, so no dimension begins with a variance orders of magnitude off. Their variance is:
+Gaussians are diagonal and work the same on PCA codes or on pixels; they are densities, scored on
+dequantized pixels (the +D ln 256 term of bits/dim). Every head can start from the training data
+(``init_from_data``): the mean at the data mean and the variance at each dimension's data variance,
+so no dimension begins with a variance orders of magnitude off. Their variance is:
 - ``gaussian-fixed``: one constant (Doersch's tutorial);
 - ``gaussian-relu-eps``: ReLU(v) + eps, the write-up's fix for the unstable log-variance head;
 - ``gaussian-logvar``: exp of a log-variance head (Kingma & Welling) with a soft floor;
@@ -19,42 +15,16 @@ pixel space, so that the latents must carry them (``ModelConfig.fixed_variance_d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svhn_vae.config import ModelConfig
+from svhn_vae.likelihoods.base import OutputLayer, init_output
 from svhn_vae.precision import full_precision
 
 LOG_2PI = math.log(2 * math.pi)
-
-# Builds a fresh layer mapping the decoder's hidden features to (B, D) outputs.
-OutputLayer = Callable[[], nn.Module]
-
-
-class Bernoulli:
-    """Independent Bernoulli pixels given by logits (B, D); data in [0, 1] (binary or not). The
-    parameters are kept in float32, so log-likelihoods sum in float32 under bf16 autocast."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        self.logits = logits.float()
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """(...) log-likelihood in nats of x (broadcast against the logits): sum_d x log p + (1 - x) log(1 - p)."""
-        return -F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none").sum(dim=-1)
-
-    def mean(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits)
-
-    def unflatten(self, shape: torch.Size) -> Bernoulli:
-        """The same pixels with the batch dimension split into ``shape``."""
-        return Bernoulli(self.logits.unflatten(0, shape))
-
-    def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.bernoulli(self.mean(), generator=generator)
 
 
 class Gaussian:
@@ -105,43 +75,6 @@ class Gaussian:
         return Gaussian(split(self.loc), log_var=split(self._log_var))
 
 
-def _last_layer(layer: nn.Module) -> nn.Linear | nn.Conv2d:
-    """The Linear or Conv2d that produces an output layer's values."""
-    found = [m for m in layer.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    return found[-1]
-
-
-@torch.no_grad()
-def init_output(layer: nn.Module, bias: torch.Tensor, *, weight_scale: torch.Tensor | None = None) -> None:
-    """Start an output layer at ``bias`` (D,): per dimension for a Linear layer, the per-channel mean
-    for a convolution (outputs flattened in (H, W, C) order). The weights are zeroed, or, with
-    ``weight_scale`` (D,), each output row of a Linear layer keeps its random init times that scale."""
-    last = _last_layer(layer)
-    if isinstance(last, nn.Conv2d):
-        last.weight.zero_()
-        last.bias.copy_(bias.view(-1, last.out_channels).mean(0))
-        return
-    if weight_scale is None:
-        last.weight.zero_()
-    else:
-        last.weight.mul_(weight_scale[:, None])
-    last.bias.copy_(bias)
-
-
-class BernoulliHead(nn.Module):
-    def __init__(self, output_layer: OutputLayer) -> None:
-        super().__init__()
-        self.logits = output_layer()
-
-    def init_from_data(self, mean: torch.Tensor, var: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
-        """Start the logits at the training pixels' marginals: decode(z) is their mean for every z."""
-        init_output(self.logits, torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
-
-    def forward(self, h: torch.Tensor) -> Bernoulli:
-        with full_precision(h.device):
-            return Bernoulli(self.logits(h.float()))
-
-
 class GaussianHead(nn.Module):
     """A linear mean; subclasses define :meth:`variance` and :meth:`init_variance` (the hooks that vary).
 
@@ -155,7 +88,7 @@ class GaussianHead(nn.Module):
     def __init__(self, output_layer: OutputLayer, *, data_dim: int, relative: bool, pinned: int,
                  fixed_variance: float, fixed_variance_floor: float) -> None:
         super().__init__()
-        self.loc = output_layer()
+        self.loc = output_layer(data_dim)
         self.relative = relative
         self.register_buffer("data_var", torch.ones(data_dim))
         self.pinned, self.fixed_variance = pinned, float(fixed_variance)
@@ -258,7 +191,7 @@ class LogVarHead(GaussianHead):
 
     def __init__(self, output_layer: OutputLayer, *, logvar_min: float, **common: Any) -> None:
         super().__init__(output_layer, **common)
-        self.logvar = output_layer()
+        self.logvar = output_layer(self.data_var.numel())
         self.logvar_min = logvar_min
 
     def floor(self) -> torch.Tensor | None:
@@ -294,26 +227,3 @@ class SharedVarianceHead(GaussianHead):
 
     def variance(self, h: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_var)
-
-
-def make_head(cfg: ModelConfig, *, data_dim: int, output_layer: OutputLayer,
-              var_net: Callable[[], nn.Module]) -> nn.Module:
-    """The decoder head named by ``cfg.likelihood``.
-
-    ``var_net`` builds the ReLU+eps variance network (dense blocks of ``cfg.variance_head`` then an
-    output layer); the decoder supplies it because only it knows its hidden shape.
-    """
-    name = cfg.likelihood
-    if name == "bernoulli":
-        return BernoulliHead(output_layer)
-    common = {"data_dim": data_dim, "relative": cfg.relative_variance, "pinned": min(cfg.fixed_variance_dims, data_dim),
-              "fixed_variance": cfg.fixed_variance, "fixed_variance_floor": cfg.fixed_variance_floor}
-    if name == "gaussian-fixed":
-        return FixedVarianceHead(output_layer, **common)
-    if name == "gaussian-relu-eps":
-        return ReluEpsHead(output_layer, var_net=var_net(), eps=cfg.eps, frozen=cfg.frozen_variance_head, **common)
-    if name == "gaussian-logvar":
-        return LogVarHead(output_layer, logvar_min=cfg.logvar_min, **common)
-    if name == "gaussian-shared":
-        return SharedVarianceHead(output_layer, **common)
-    raise ValueError(f"unknown likelihood {name!r}")  # unreachable: ModelConfig validates it

@@ -1,0 +1,24 @@
+"""The model families, one per module, all with one contract (see ARCHITECTURE.md).
+
+A model returns per-example terms in nats (:class:`ElboTerms`: log p(x|z) and the KL; with k
+importance samples their per-sample values), decodes latents (B, L) to its likelihood's
+distribution (``decode``), gives posterior means for the probe and the figures (``encode``) and
+prior draws (``sample_latents``). Evaluation, figures, probe, export and resume use only that.
+
+- :mod:`.vae`: the single-layer VAE (dense or convolutional, PCA codes or pixels);
+- :mod:`.hierarchical`: further stochastic layers inferred top-down (``ModelConfig.hierarchy``).
+"""
+
+from __future__ import annotations
+
+from svhn_vae.config import ModelConfig
+from svhn_vae.models.hierarchical import HierarchicalVAE
+from svhn_vae.models.vae import VAE, ElboTerms, count_parameters, loss_from_terms
+
+__all__ = ["VAE", "ElboTerms", "HierarchicalVAE", "build_vae", "count_parameters", "loss_from_terms"]
+
+
+def build_vae(cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> VAE:
+    """The model family ``cfg`` describes: hierarchical when it has lower layers, else the plain VAE."""
+    family = HierarchicalVAE if cfg.hierarchy else VAE
+    return family(cfg, data_dim=data_dim, image_shape=tuple(image_shape))

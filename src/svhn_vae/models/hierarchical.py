@@ -1,0 +1,157 @@
+"""A hierarchical VAE: a top latent under N(0, I) and further layers inferred top-down (Ladder VAE /
+VDVAE style, dense latents).
+
+Layer 1 is the plain VAE's latent: q(z_1|x) from the encoder, prior N(0, I). Each lower layer l has
+a prior p(z_l | z_<l) and a posterior q(z_l | x, z_<l), both diagonal Gaussians computed from a
+top-down state t_l = block(z_1, ..., z_l-1) (the posterior also reads the encoder's features of x,
+and is parameterized as a shift of the prior, NVAE's residual posterior, started at zero: every
+lower layer begins with q = p and no KL). The decoder reads every layer, p(x | z_1, ..., z_L), so
+a model with no lower layer is exactly :class:`~svhn_vae.models.vae.VAE`.
+
+The KL of the ELBO is the sum over layers of KL(q(z_l | x, z_<l) || p(z_l | z_<l)), in closed form
+given the sampled layers above (a one-sample estimate of the whole KL); the IWAE bound uses
+log p(z) - log q(z|x) of the sampled layers. For the shared model contract, the "latents" of this
+model are all layers concatenated (L = latent_dim + sum(hierarchy)): ``encode`` gives their
+posterior means (each layer's given the means above) and log-variances, ``decode`` maps them to
+p(x|z), ``sample_latents`` draws them ancestrally from the priors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from svhn_vae.config import ModelConfig
+from svhn_vae.models.vae import VAE, ElboTerms, gaussian_kl_dims, reparameterize
+from svhn_vae.networks import build_decoder, dense_stack
+
+
+def gaussian_kl_between(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor,
+                        logvar_p: torch.Tensor) -> torch.Tensor:
+    """(..., L) KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) per dimension, in nats."""
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0)
+
+
+def gaussian_log_ratio(z: torch.Tensor, mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor,
+                       logvar_p: torch.Tensor) -> torch.Tensor:
+    """(...) log N(z; mu_p, exp(logvar_p)) - log N(z; mu_q, exp(logvar_q)), summed over the last dimension."""
+    return -0.5 * ((z - mu_p).pow(2) * torch.exp(-logvar_p) + logvar_p
+                   - (z - mu_q).pow(2) * torch.exp(-logvar_q) - logvar_q).sum(-1)
+
+
+class LadderLayer(nn.Module):
+    """One lower stochastic layer: prior and posterior of ``latent_dim`` latents given the layers above."""
+
+    def __init__(self, *, context_dim: int, feature_dim: int, width: int, latent_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.top_down, _ = dense_stack(context_dim, (width,), dropout)
+        self.prior = nn.Linear(width, 2 * latent_dim)
+        blocks, _ = dense_stack(feature_dim + width, (width,), dropout)
+        self.posterior = nn.Sequential(blocks, nn.Linear(width, 2 * latent_dim))
+        nn.init.zeros_(self.posterior[-1].weight)  # q = p at the start: no KL to pay before it is worth it
+        nn.init.zeros_(self.posterior[-1].bias)
+
+    def forward(self, context: torch.Tensor, features: torch.Tensor | None = None
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+        """Prior (mean, log-variance), each (N, L), from the layers above ``context`` (N, C); with the
+        encoder's ``features`` (N, H) also the posterior's, else None."""
+        t = self.top_down(context)
+        mu_p, logvar_p = self.prior(t).float().chunk(2, dim=-1)
+        if features is None:
+            return (mu_p, logvar_p), None
+        d_mu, d_logvar = self.posterior(torch.cat([features, t], dim=-1)).float().chunk(2, dim=-1)
+        return (mu_p, logvar_p), (mu_p + d_mu, logvar_p + d_logvar)
+
+
+@dataclass
+class LadderPass:
+    """One top-down pass over N rows (S samples of B examples flattened, sample-major)."""
+
+    z: torch.Tensor
+    """(N, L) every layer's latents, concatenated top first."""
+    kl_dims: torch.Tensor
+    """(N, L) each layer's closed-form KL given the sampled layers above."""
+    log_ratio: torch.Tensor
+    """(N,) log p(z) - log q(z|x) of the sampled latents."""
+    mu: torch.Tensor
+    """(N, L) the posterior means."""
+    logvar: torch.Tensor
+    """(N, L) the posterior log-variances."""
+
+
+class HierarchicalVAE(VAE):
+    """A VAE with ``cfg.hierarchy`` further stochastic layers under its top latent (see the module doc)."""
+
+    def __init__(self, cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> None:
+        super().__init__(cfg, data_dim=data_dim, image_shape=image_shape)
+        sizes = (cfg.latent_dim, *cfg.hierarchy)
+        self.layer_sizes = sizes
+        self.latent_dim = sum(sizes)
+        self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.latent_dim),
+                                     data_dim=data_dim, image_shape=image_shape)
+        self.ladder = nn.ModuleList(
+            LadderLayer(context_dim=sum(sizes[:i]), feature_dim=self.encoder.feature_dim, width=cfg.ladder_width,
+                        latent_dim=size, dropout=cfg.dropout)
+            for i, size in enumerate(sizes) if i > 0)
+
+    def _pass(self, x: torch.Tensor, *, samples: int = 1, generator: torch.Generator | None = None,
+              at_mean: bool = False) -> LadderPass:
+        """Infer every layer for inputs x (B, D): ``samples`` draws per example (rows sample-major), or
+        with ``at_mean`` one pass through the posterior means."""
+        h = self.encoder.features(x)
+        mu, logvar = (t.float() for t in self.encoder.posterior(h))
+        z = mu if at_mean else reparameterize(mu, logvar, generator=generator, n=samples).flatten(0, 1)
+        if not at_mean:
+            h, mu, logvar = (t.repeat(samples, 1) for t in (h, mu, logvar))
+        zs, kls, mus, logvars = [z], [gaussian_kl_dims(mu, logvar)], [mu], [logvar]
+        log_ratio = gaussian_log_ratio(z, mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+        for layer in self.ladder:
+            (mu_p, logvar_p), (mu_q, logvar_q) = layer(torch.cat(zs, dim=-1), h)
+            z = mu_q if at_mean else reparameterize(mu_q, logvar_q, generator=generator)
+            zs.append(z), mus.append(mu_q), logvars.append(logvar_q)
+            kls.append(gaussian_kl_between(mu_q, logvar_q, mu_p, logvar_p))
+            log_ratio = log_ratio + gaussian_log_ratio(z, mu_q, logvar_q, mu_p, logvar_p)
+        return LadderPass(torch.cat(zs, -1), torch.cat(kls, -1), log_ratio, torch.cat(mus, -1), torch.cat(logvars, -1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior means and log-variances (B, L) of every layer, each layer's given the means above."""
+        p = self._pass(x, at_mean=True)
+        return p.mu, p.logvar
+
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None, iw_samples: int = 1) -> ElboTerms:
+        """Per-example terms for inputs x (B, D): one top-down sample and the layers' closed-form KLs,
+        or with ``iw_samples`` k > 1 the k importance samples an IWAE bound needs."""
+        if iw_samples > 1:
+            rec, log_ratio = self._importance_terms(x, iw_samples, generator=generator)
+            return ElboTerms(rec=rec.mean(0), kl=-log_ratio.mean(0), log_ratio=log_ratio, rec_samples=rec)
+        p = self._pass(x, generator=generator)
+        return ElboTerms(rec=self.decode(p.z).log_prob(x), kl=p.kl_dims.sum(-1), kl_dims=p.kl_dims)
+
+    def _importance_terms(self, x: torch.Tensor, n_samples: int, *,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x|z) and log p(z) - log q(z|x), each (n_samples, B) in nats, for z ~ q(z|x) top-down."""
+        p = self._pass(x, samples=n_samples, generator=generator)
+        z = p.z.unflatten(0, (n_samples, len(x)))
+        return self.decode(z).log_prob(x), p.log_ratio.unflatten(0, (n_samples, len(x)))
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, *, temperature: float = 1.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, L) ancestral draws: the top layer from N(0, temperature^2 I), each lower one from its
+        prior given those above, its standard deviation times ``temperature``."""
+        was_training = self.training
+        self.eval()  # BatchNorm of the top-down blocks: running statistics, and none updated
+        try:
+            device = next(self.parameters()).device
+            zs = [temperature * torch.randn(n, self.layer_sizes[0], generator=generator, device=device)]
+            for layer in self.ladder:
+                (mu_p, logvar_p), _ = layer(torch.cat(zs, dim=-1))
+                zs.append(reparameterize(mu_p, logvar_p + 2 * math.log(temperature), generator=generator)
+                          if temperature > 0 else mu_p)
+            return torch.cat(zs, dim=-1)
+        finally:
+            self.train(was_training)
