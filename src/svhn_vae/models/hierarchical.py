@@ -18,7 +18,6 @@ p(x|z), ``sample_latents`` draws them ancestrally from the priors.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from torch import nn
 
 from svhn_vae.config import ModelConfig
 from svhn_vae.models.vae import VAE, ElboTerms, gaussian_kl_dims, reparameterize
-from svhn_vae.networks import build_decoder, dense_stack
+from svhn_vae.networks import dense_stack
 
 
 def gaussian_kl_between(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor,
@@ -88,15 +87,16 @@ class HierarchicalVAE(VAE):
 
     def __init__(self, cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> None:
         super().__init__(cfg, data_dim=data_dim, image_shape=image_shape)
-        sizes = (cfg.latent_dim, *cfg.hierarchy)
-        self.layer_sizes = sizes
-        self.latent_dim = sum(sizes)
-        self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.latent_dim),
-                                     data_dim=data_dim, image_shape=image_shape)
+        self.layer_sizes = sizes = (cfg.latent_dim, *cfg.hierarchy)
         self.ladder = nn.ModuleList(
             LadderLayer(context_dim=sum(sizes[:i]), feature_dim=self.encoder.feature_dim, width=cfg.ladder_width,
                         latent_dim=size, dropout=cfg.dropout)
             for i, size in enumerate(sizes) if i > 0)
+
+    @staticmethod
+    def decoded_latents(cfg: ModelConfig) -> int:
+        """Every layer's latents: the decoder reads them all."""
+        return cfg.latent_dim + sum(cfg.hierarchy)
 
     def _pass(self, x: torch.Tensor, *, samples: int = 1, generator: torch.Generator | None = None,
               at_mean: bool = False) -> LadderPass:

@@ -10,6 +10,7 @@ lives in :meth:`VAE.log_weights`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -91,9 +92,15 @@ class VAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.data_dim = data_dim
-        self.latent_dim = cfg.latent_dim
+        self.latent_dim = self.decoded_latents(cfg)
         self.encoder = build_encoder(cfg, data_dim=data_dim, image_shape=image_shape)
-        self.decoder = build_decoder(cfg, data_dim=data_dim, image_shape=image_shape)
+        self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.latent_dim), data_dim=data_dim,
+                                     image_shape=image_shape)
+
+    @staticmethod
+    def decoded_latents(cfg: ModelConfig) -> int:
+        """L, the latents the decoder reads (a family with more than the top layer overrides this)."""
+        return cfg.latent_dim
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (B, L) of q(z|x), float32 even under bf16 autocast (the KL and the
