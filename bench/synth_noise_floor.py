@@ -22,6 +22,7 @@ Prints one JSON line at the end: {noise_floor_bpd, before_jpeg_bpd, images, redr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -47,12 +48,8 @@ def subpixel_entropy_bits(values: np.ndarray) -> np.ndarray:
 
 def redraw(draws: ChunkDraws, generator: torch.Generator, *, jpeg: bool) -> np.ndarray:
     """The chunk again with fresh sensor noise: uint8 (n, 32, 32, 3), with or without the JPEG step."""
-    again = ChunkDraws(draws.labels, draws.clean, draws.strength, torch.rand(draws.noise.shape, generator=generator),
-                       draws.quality)
-    if jpeg:
-        return again.render()
-    image = (again.clean + again.strength * (again.noise - 0.5)).clamp(0, 1)
-    return (image * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    fresh = torch.rand(draws.noise.shape, generator=generator)
+    return dataclasses.replace(draws, noise=fresh).render(compress=jpeg)
 
 
 def main() -> None:

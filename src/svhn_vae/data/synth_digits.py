@@ -242,10 +242,11 @@ class ChunkDraws:
     quality: torch.Tensor
     """(n,) JPEG quality of each image (30 to 95)."""
 
-    def render(self) -> np.ndarray:
-        """uint8 images (n, 32, 32, 3): the clean images with their sensor noise, JPEG-compressed and quantized."""
-        image = self.clean + self.strength * (self.noise - 0.5)
-        image = jpeg(image.clamp(0, 1), self.quality)
+    def render(self, *, compress: bool = True) -> np.ndarray:
+        """uint8 images (n, 32, 32, 3): the clean images with their sensor noise, JPEG-compressed (unless
+        not ``compress``) and quantized."""
+        image = (self.clean + self.strength * (self.noise - 0.5)).clamp(0, 1)
+        image = jpeg(image, self.quality) if compress else image
         return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 

@@ -35,9 +35,10 @@ from svhn_vae.likelihoods.gaussian import (
 )
 
 __all__ = [
-    "Autoregressive", "AutoregressiveHead", "Bernoulli", "BernoulliHead", "Categorical", "CategoricalHead", "DiscretizedLogisticMixture",
-    "FixedVarianceHead", "Gaussian", "GaussianHead", "LogVarHead", "LogisticMixtureHead", "MaskedConv2d", "OutputLayer",
-    "ReluEpsHead", "SharedVarianceHead", "init_output", "log_bin_mass", "logistic_mixture_params", "make_head",
+    "Autoregressive", "AutoregressiveHead", "Bernoulli", "BernoulliHead", "Categorical", "CategoricalHead",
+    "DiscretizedLogisticMixture", "FixedVarianceHead", "Gaussian", "GaussianHead", "LogVarHead",
+    "LogisticMixtureHead", "MaskedConv2d", "OutputLayer", "ReluEpsHead", "SharedVarianceHead", "init_output",
+    "log_bin_mass", "logistic_mixture_params", "make_head",
 ]
 
 

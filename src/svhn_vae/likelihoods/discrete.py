@@ -49,6 +49,12 @@ def log_bin_mass(k: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) ->
     return torch.where(k == 0, below_upper, torch.where(k == LEVELS - 1, above_lower, inner))
 
 
+def gumbel_argmax(logits: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(...) a draw of the index along the last dimension with probabilities softmax(logits) (Gumbel-max)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-6, 1 - 1e-6)
+    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+
+
 def logistic_mixture_params(channels: int, mixtures: int) -> int:
     """Parameters per pixel: mixture logits M, means C M, log-scales C M, coupling coefficients C(C-1)/2 M."""
     return mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
@@ -108,8 +114,7 @@ class DiscretizedLogisticMixture:
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., P C) a draw of 8-bit values as k / 255: a component per pixel (Gumbel-max), then the
         channels in order, each a logistic around its coupled mean, clipped and rounded to a bin."""
-        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
-        component = torch.argmax(self.logits - torch.log(-torch.log(u)), dim=-1, keepdim=True)  # (..., P, 1)
+        component = gumbel_argmax(self.logits, generator=generator).unsqueeze(-1)  # (..., P, 1)
 
         def pick(t: torch.Tensor) -> torch.Tensor:  # (..., P, n, M) -> the chosen component's (..., P, n, 1)
             return t.gather(-1, component.unsqueeze(-2).expand(*t.shape[:-1], 1))
@@ -136,8 +141,7 @@ class DiscretizedLogisticMixture:
 
     def unflatten(self, shape: torch.Size) -> DiscretizedLogisticMixture:
         """The same pixels with the batch dimension split into ``shape``."""
-        return DiscretizedLogisticMixture(self.params.unflatten(0, shape), channels=self.channels,
-                                          mixtures=self.mixtures)
+        return self.with_pixel_params(self.params.unflatten(0, shape))
 
 
 class Categorical:
@@ -159,8 +163,7 @@ class Categorical:
 
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., D) a draw of 8-bit values as k / 255 (Gumbel-max)."""
-        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device).clamp(1e-6, 1 - 1e-6)
-        return torch.argmax(self.logits - torch.log(-torch.log(u)), dim=-1).float() / (LEVELS - 1)
+        return gumbel_argmax(self.logits, generator=generator).float() / (LEVELS - 1)
 
     def unflatten(self, shape: torch.Size) -> Categorical:
         return Categorical(self.logits.unflatten(0, shape))

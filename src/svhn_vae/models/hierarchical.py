@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from svhn_vae.config import ModelConfig
-from svhn_vae.models.vae import VAE, ElboTerms, gaussian_kl_dims, reparameterize
+from svhn_vae.models.vae import VAE, gaussian_kl_dims, reparameterize
 from svhn_vae.networks import dense_stack
 
 
@@ -122,14 +122,11 @@ class HierarchicalVAE(VAE):
         p = self._pass(x, at_mean=True)
         return p.mu, p.logvar
 
-    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None, iw_samples: int = 1) -> ElboTerms:
-        """Per-example terms for inputs x (B, D): one top-down sample and the layers' closed-form KLs,
-        or with ``iw_samples`` k > 1 the k importance samples an IWAE bound needs."""
-        if iw_samples > 1:
-            rec, log_ratio = self._importance_terms(x, iw_samples, generator=generator)
-            return ElboTerms(rec=rec.mean(0), kl=-log_ratio.mean(0), log_ratio=log_ratio, rec_samples=rec)
+    def _one_sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One top-down sample z (B, L) and each layer's closed-form KL given the layers above (B, L)."""
         p = self._pass(x, generator=generator)
-        return ElboTerms(rec=self.decode(p.z).log_prob(x), kl=p.kl_dims.sum(-1), kl_dims=p.kl_dims)
+        return p.z, p.kl_dims
 
     def _importance_terms(self, x: torch.Tensor, n_samples: int, *,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

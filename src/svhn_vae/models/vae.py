@@ -127,10 +127,14 @@ class VAE(nn.Module):
         if iw_samples > 1:
             rec, log_ratio = self._importance_terms(x, iw_samples, generator=generator)
             return ElboTerms(rec=rec.mean(0), kl=-log_ratio.mean(0), log_ratio=log_ratio, rec_samples=rec)
-        mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, generator=generator)
-        kl_dims = gaussian_kl_dims(mu, logvar)
+        z, kl_dims = self._one_sample(x, generator=generator)
         return ElboTerms(rec=self.decode(z).log_prob(x), kl=kl_dims.sum(dim=-1), kl_dims=kl_dims)
+
+    def _one_sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, L) ~ q(z|x) and the closed-form KL of each latent dimension (B, L), in nats."""
+        mu, logvar = self.encode(x)
+        return reparameterize(mu, logvar, generator=generator), gaussian_kl_dims(mu, logvar)
 
     def _importance_terms(self, x: torch.Tensor, n_samples: int, *,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
