@@ -147,8 +147,9 @@ def autoregressive_head(shape: tuple[int, int, int], seed: int = 0, likelihood: 
     cfg = ModelConfig(input="pixels", likelihood=likelihood, mixtures=2, context_width=4, context_kernel=3)
     head = make_head(cfg, data_dim=shape[0] * shape[1] * shape[2], image_shape=shape,
                      output_layer=lambda n: torch.nn.Linear(3, n), var_net=None)
-    with torch.no_grad():  # a correction that matters (it starts at zero)
+    with torch.no_grad():  # a correction and a linear term that matter (both start at zero)
         head.correction[-1].weight.normal_(0, 0.5)
+        head.linear.weight.normal_(0, 0.5)
     return head
 
 
@@ -186,6 +187,18 @@ def test_the_decoding_window_gives_the_same_context_as_the_whole_image():
     full = head.context_of(x)
     window = torch.stack([head.context_at(x, i // 7, i % 7) for i in range(42)], dim=1)
     assert torch.allclose(full, window, atol=1e-6)
+
+
+def test_a_checkpoint_from_before_the_linear_term_loads_as_the_same_model():
+    head = autoregressive_head((3, 4, 3))
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.bias.zero_()
+    x, h = torch.rand(2, 36), torch.randn(2, 3)
+    old = {k: v for k, v in head.state_dict().items() if not k.startswith("linear.")}
+    fresh = autoregressive_head((3, 4, 3), seed=1)
+    fresh.load_state_dict(old)  # strict: the missing linear term is filled in, not an error
+    assert torch.equal(fresh(h).log_prob(x), head(h).log_prob(x))
 
 
 def test_autoregressive_samples_are_seeded_8_bit_images_and_the_mean_is_deterministic():

@@ -10,9 +10,11 @@ content (digit, colours, style) is still left to the latents.
 
 Any per-pixel likelihood can be made so (the discretized logistic mixture, Bernoulli): its
 independent head gives every pixel its parameters (``base``, from z, started at the data); two
-per-pixel dense layers read them with the masked network's features and add a correction, started
-at zero, so training starts from the independent model. The masked network reads x only, so in an
-IWAE bound it runs once per image, not per sample. Scoring is one pass; ``sample`` and ``mean``
+per-pixel dense layers read them with the masked network's features and add a correction, and a
+linear masked convolution of the pixels before adds a linear prediction (of a smooth background, or
+of a colour's channels from its neighbours', which the narrow nonlinear path learns slowly). Both
+start at zero, so training starts from the independent model. The masked networks read x only, so
+in an IWAE bound they run once per image, not per sample. Scoring is one pass; ``sample`` and ``mean``
 decode pixel by pixel, each step computing only the window the next pixel sees.
 """
 
@@ -98,7 +100,8 @@ class AutoregressiveHead(nn.Module):
 
     The masked network is a ``kernel`` x ``kernel`` mask-'A' convolution and a 3 x 3 mask-'B' one of
     ``width`` channels; two per-pixel dense layers map its features and the decoder's parameters of
-    the pixel to a correction of those parameters.
+    the pixel to a correction of those parameters, and a ``kernel`` x ``kernel`` mask-'A' convolution
+    adds a linear one. A pixel's context is its W features and its K linear terms.
     """
 
     def __init__(self, independent: nn.Module, *, image_shape: tuple[int, int, int], per_pixel: int,
@@ -110,16 +113,20 @@ class AutoregressiveHead(nn.Module):
         self.first = MaskedConv2d(c, width, kernel, include_centre=False)
         self.second = MaskedConv2d(width, width, 3, include_centre=True)
         self.reach = kernel // 2 + 1  # how far (rows up, columns either way) a pixel's context reaches
+        self.linear = MaskedConv2d(c, per_pixel, kernel, include_centre=False)
         self.correction = nn.Sequential(nn.Linear(width + per_pixel, width), nn.ReLU(), nn.Linear(width, per_pixel))
-        nn.init.zeros_(self.correction[-1].weight)  # start as the independent model
-        nn.init.zeros_(self.correction[-1].bias)
+        for layer in (self.linear, self.correction[-1]):  # start as the independent model
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_load_state_dict_pre_hook(_without_linear_term)
 
     def params(self, base: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """(..., K) mixture parameters of pixels from their independent ones ``base`` (..., K) and their
-        context features (..., W) (broadcast against each other)."""
+        context (..., W + K) (broadcast against each other)."""
         lead = torch.broadcast_shapes(base.shape[:-1], context.shape[:-1])
-        base = base.expand(*lead, -1)
-        return base + self.correction(torch.cat([F.relu(context).expand(*lead, -1), base], dim=-1))
+        base, context = base.expand(*lead, -1), context.expand(*lead, -1)
+        features, linear = context[..., :self.width], context[..., self.width:]
+        return base + linear + self.correction(torch.cat([F.relu(features), base], dim=-1))
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         """Rows x = k / 255 (N, H W C) -> images on [-1, 1] (N, C, H, W)."""
@@ -127,19 +134,22 @@ class AutoregressiveHead(nn.Module):
         return (x.reshape(-1, h, w, c) * 2 - 1).permute(0, 3, 1, 2)
 
     def context_of(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., P, W) each pixel's features of the pixels before it, for x (..., P C)."""
-        features = self.second(F.relu(self.first(self._images(x))))  # (N, W, H, W)
-        return features.permute(0, 2, 3, 1).reshape(*x.shape[:-1], -1, self.width)
+        """(..., P, W + K) each pixel's features and linear terms of the pixels before it, for x (..., P C)."""
+        images = self._images(x)
+        context = torch.cat([self.second(F.relu(self.first(images))), self.linear(images)], dim=1)  # (N, W + K, H, W)
+        return context.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.pixels, -1)
 
     def context_at(self, x: torch.Tensor, row: int, col: int) -> torch.Tensor:
-        """(..., W) pixel (row, col)'s features, from the window it sees of x (..., P C) alone: the same
-        numbers as :meth:`context_of`: outside the image, inputs and first-layer features are zero, as
-        the convolutions' zero padding makes them there)."""
+        """(..., W + K) pixel (row, col)'s context, from the window it sees of x (..., P C) alone: the
+        same numbers as :meth:`context_of` (outside the image, inputs and first-layer features are
+        zero, as the convolutions' zero padding makes them there)."""
         r, (h, w, _) = self.reach, self.image_shape
         window = F.pad(self._images(x), (r, r, r, r))[:, :, row:row + 2 * r + 1, col:col + 2 * r + 1]
         first = F.relu(self.first(window, valid=True))  # (N, W, 3, 3): the features the second layer reads
         inside = F.pad(torch.ones(1, 1, h, w, device=x.device), (1, 1, 1, 1))[:, :, row:row + 3, col:col + 3]
-        return self.second(first * inside, valid=True).reshape(*x.shape[:-1], self.width)
+        features = self.second(first * inside, valid=True)  # (N, W, 1, 1)
+        linear = self.linear(window, valid=True)[:, :, 1:2, 1:2]  # (N, K, 1, 1): the window is 2 wider than its kernel
+        return torch.cat([features, linear], dim=1).reshape(*x.shape[:-1], -1)
 
     def init_from_data(self, mean: torch.Tensor, var: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
         """Start the independent head at the data (its own ``init_from_data``)."""
@@ -147,3 +157,11 @@ class AutoregressiveHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> Autoregressive:
         return Autoregressive(self, self.independent(h))
+
+
+def _without_linear_term(module: AutoregressiveHead, state_dict: dict[str, torch.Tensor], prefix: str,
+                         *args: Any) -> None:
+    """Checkpoints written before the linear term existed (the first ``discrete`` and ``hierarchical``
+    runs) lack it: a zero one makes them the same model, so they load and score as they did."""
+    for name, value in module.linear.state_dict().items():
+        state_dict.setdefault(f"{prefix}linear.{name}", torch.zeros_like(value))
