@@ -148,7 +148,7 @@ class AutoregressiveHead(nn.Module):
         first = F.relu(self.first(window, valid=True))  # (N, W, 3, 3): the features the second layer reads
         inside = F.pad(torch.ones(1, 1, h, w, device=x.device), (1, 1, 1, 1))[:, :, row:row + 3, col:col + 3]
         features = self.second(first * inside, valid=True)  # (N, W, 1, 1)
-        linear = self.linear(window, valid=True)[:, :, 1:2, 1:2]  # (N, K, 1, 1): the window is 2 wider than its kernel
+        linear = self.linear(window[:, :, 1:-1, 1:-1], valid=True)  # (N, K, 1, 1): the kernel-sized middle
         return torch.cat([features, linear], dim=1).reshape(*x.shape[:-1], -1)
 
     def init_from_data(self, mean: torch.Tensor, var: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:

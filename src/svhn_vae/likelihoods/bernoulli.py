@@ -40,7 +40,6 @@ class Bernoulli:
         return torch.bernoulli(self.mean(), generator=generator)
 
 
-
 class BernoulliHead(nn.Module):
     def __init__(self, output_layer: OutputLayer, *, data_dim: int) -> None:
         super().__init__()

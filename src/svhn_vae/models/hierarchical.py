@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from svhn_vae.config import ModelConfig
-from svhn_vae.models.vae import VAE, gaussian_kl_dims, reparameterize
+from svhn_vae.models.vae import VAE, gaussian_kl_dims, prior_log_ratio, reparameterize
 from svhn_vae.networks import dense_stack
 
 
@@ -108,7 +108,7 @@ class HierarchicalVAE(VAE):
         if not at_mean:
             h, mu, logvar = (t.repeat(samples, 1) for t in (h, mu, logvar))
         zs, kls, mus, logvars = [z], [gaussian_kl_dims(mu, logvar)], [mu], [logvar]
-        log_ratio = gaussian_log_ratio(z, mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+        log_ratio = prior_log_ratio(z, mu, logvar)
         for layer in self.ladder:
             (mu_p, logvar_p), (mu_q, logvar_q) = layer(torch.cat(zs, dim=-1), h)
             z = mu_q if at_mean else reparameterize(mu_q, logvar_q, generator=generator)

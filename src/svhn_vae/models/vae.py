@@ -60,6 +60,12 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return gaussian_kl_dims(mu, logvar).sum(dim=-1)
 
 
+def prior_log_ratio(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(...) log N(z; 0, I) - log N(z; mu, exp(logvar)), summed over the last dimension (the log(2 pi)
+    terms cancel)."""
+    return -0.5 * (z.pow(2) - (z - mu).pow(2) * torch.exp(-logvar) - logvar).sum(-1)
+
+
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, generator: torch.Generator | None = None,
                    n: int | None = None) -> torch.Tensor:
     """z = mu + exp(0.5 * logvar) * noise; (B, L), or (n, B, L) when ``n`` samples are asked for.
@@ -142,9 +148,7 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, generator=generator, n=n_samples)  # (S, B, L)
         rec = self.decode(z).log_prob(x)  # x (B, D) broadcast against the (S, B, D) outputs
-        # log N(z; 0, I) - log N(z; mu, exp(logvar)); the log(2 pi) terms cancel.
-        noise_sq = (z - mu).pow(2) * torch.exp(-logvar)
-        return rec, -0.5 * (z.pow(2) - noise_sq - logvar).sum(-1)
+        return rec, prior_log_ratio(z, mu, logvar)
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, n_samples: int, *,
