@@ -50,8 +50,8 @@ def _cli(*args: str) -> list[str]:
 
 def train_command(data: Path, run: Path, every: int) -> list[str]:
     """A tiny training on the first LIMIT generated images, with checkpoints every ``every`` steps."""
-    return _cli("train", "--dataset", "synth-digits", "--data-dir", str(data), "--limit", str(LIMIT),
-                "--components", "20", "--latent-dim", "4", "--encoder-shared", "32", "--decoder", "32",
+    return _cli("train", "--preset", "fast", "--dataset", "synth-digits", "--data-dir", str(data),
+                "--limit", str(LIMIT), "--components", "20", "--latent-dim", "4", "--encoder-shared", "32", "--decoder", "32",
                 "--batch-size", str(BATCH), "--epochs", str(EPOCHS), "--warmup-steps", "0", "--kl-warmup-epochs", "2",
                 "--checkpoint-every-steps", str(every), "--sample-every", "2", "--device", "cpu",
                 "--run-dir", str(run), "--resume")

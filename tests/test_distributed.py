@@ -18,7 +18,7 @@ from svhn_vae.errors import UserError
 from svhn_vae.train import TrainData, train
 from test_train import synthetic_images, tiny_config
 
-TINY = ["--dataset", "synth-digits", "--limit", "512", "--components", "20", "--latent-dim", "4",
+TINY = ["--preset", "fast", "--dataset", "synth-digits", "--limit", "512", "--components", "20", "--latent-dim", "4",
         "--encoder-shared", "32", "--decoder", "32", "--batch-size", "64", "--warmup-steps", "0",
         "--sample-every", "0", "--device", "cpu", "--no-progress"]
 
@@ -81,7 +81,7 @@ def test_torchrun_run_writes_one_line_per_epoch_and_resumes_after_kill_9(tmp_pat
     while len(ckpt.read_metrics(run)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     # torchrun starts its workers in their own sessions: kill -9 the launcher and every worker
-    pids = subprocess.run(["pgrep", "-f", f"--run-dir {run}"], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["pgrep", "-f", "--", f"--run-dir {run}"], capture_output=True, text=True).stdout.split()
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
     proc.wait()

@@ -74,8 +74,8 @@ def test_signal_exits_the_cli_with_one_line(data, tmp_path, monkeypatch, capsys)
     _signal_at_step(monkeypatch, 2)
     run = tmp_path / "R"
     monkeypatch.setattr(train_module, "load_train_data", lambda cfg: data)
-    code = main(["-q", "train", "--run-dir", str(run), "--latent-dim", "4", "--encoder-shared", "32",
-                 "--decoder", "32", "--components", "10", "--batch-size", "32", "--warmup-steps", "0",
+    code = main(["-q", "train", "--preset", "fast", "--run-dir", str(run), "--latent-dim", "4",
+                 "--encoder-shared", "32", "--decoder", "32", "--components", "10", "--batch-size", "32", "--warmup-steps", "0",
                  "--epochs", "2", "--sample-every", "0", "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 130 and len(err.splitlines()) == 1 and "continue with --resume" in err
