@@ -12,17 +12,8 @@ import svhn_vae
 from svhn_vae import checkpoint as ckpt
 from svhn_vae.cli import main
 from svhn_vae.cli_evaluate import summary
-from svhn_vae.data.fakes import write_fake_split
 
 TIMING = {"seconds", "images_per_s"}
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    folder = tmp_path / "data"
-    write_fake_split("mnist", "train", folder, num_examples=96, seed=1)
-    write_fake_split("mnist", "test", folder, num_examples=24, seed=2)
-    return folder
 
 
 def tiny_flags(data_dir) -> list[str]:

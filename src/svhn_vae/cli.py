@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from svhn_vae import cli_evaluate, cli_figures
+from svhn_vae import cli_classify, cli_evaluate, cli_figures
 from svhn_vae.allocator import keep_freed_memory
 from svhn_vae.config import DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, get_preset, load_config_file
 from svhn_vae.errors import UserError
@@ -56,12 +56,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
     """The preset (or ``base``) with every flag the user gave applied on top."""
     config = base if base is not None else get_preset(args.preset or DEFAULT_PRESET)
-    for section in SECTIONS:
+    sections = {}
+    for section in SECTIONS:  # every section changed first, then the whole config checked once
         changes = {k.split(".", 1)[1]: v for k, v in vars(args).items()
                    if k.startswith(section + ".") and v is not None}
-        if changes:
-            config = config.replace(section, **changes)
-    return config
+        sections[section] = dataclasses.replace(getattr(config, section), **changes)
+    return dataclasses.replace(config, **sections)
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -77,9 +77,11 @@ def cmd_presets(args: argparse.Namespace) -> None:
         shape = get_dataset(cfg.data.dataset).image_shape
         pixels = shape[0] * shape[1] * shape[2]
         data_dim = cfg.pca.components if cfg.model.input == "pca" else pixels
-        n = count_parameters(build_vae(cfg.model, data_dim=data_dim, image_shape=shape))
-        marker = " (default)" if name == DEFAULT_PRESET else ""
         inp = f"pca{cfg.pca.components}" if cfg.model.input == "pca" else "pixels"
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        if cfg.model.m1 is not None:  # its input is the --m1 run's latents: counted for the default's 32
+            data_dim, inp, marker = get_preset(DEFAULT_PRESET).model.latent_dim, "M1 latents", " (on 32 M1 latents)"
+        n = count_parameters(build_vae(cfg.model, data_dim=data_dim, image_shape=shape))
         print(f"{name:<16} {cfg.data.dataset:<14} {inp:<10} {cfg.model.likelihood:<18} "
               f"{n:>13,} ({n / 1e6:.2f}M){marker}")
 
@@ -241,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_figures.add_commands(sub)
     cli_evaluate.add_commands(sub)
+    cli_classify.add_commands(sub)
     return parser
 
 

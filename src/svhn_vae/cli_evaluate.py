@@ -50,7 +50,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 # --- evaluate -------------------------------------------------------------------------------------
 
-def _load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+def load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, H, W, C) and labels (N,) of one or several '+'-joined splits of the run's
     dataset, or of 'val', the part of the training split(s) the run held out (``val_fraction``)."""
     from svhn_vae.data import load_split
@@ -73,7 +73,7 @@ def _training_part(cfg: Config, args: argparse.Namespace, *, validation: bool = 
     the part it trained on, or with ``validation`` the part it held out (``val_fraction``)."""
     from svhn_vae.train import validation_split
 
-    images, labels = _load_images(cfg, cfg.data.train_split, args)
+    images, labels = load_images(cfg, cfg.data.train_split, args)
     images, labels = (images[:cfg.data.limit], labels[:cfg.data.limit]) if cfg.data.limit else (images, labels)
     if cfg.data.val_fraction == 0:
         return images, labels
@@ -112,6 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from svhn_vae.atomic import disk_errors, write_json
     from svhn_vae.checkpoint import load_trained
+    from svhn_vae.classification import can_classify, classification_metrics
     from svhn_vae.evaluate import EvalOptions, check_finite, evaluate
     from svhn_vae.train import resolve_device
 
@@ -119,7 +120,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     trained = load_trained(args.run, which=args.which, device=device)
     cfg = trained.config
-    test = _load_images(cfg, args.split, args)
+    test = load_images(cfg, args.split, args)
+    classification = None
+    if can_classify(trained):  # cheap: always on the whole split
+        classification = {"split": args.split, **classification_metrics(
+            trained, *test, dataset=cfg.data.dataset, device=device)}
     if options.max_examples:
         test = (test[0][:options.max_examples], test[1][:options.max_examples])
     need_train = options.baselines or args.probe or args.quality
@@ -128,6 +133,8 @@ def _evaluate(args: argparse.Namespace) -> None:
               "device": str(device)}
     result.update(evaluate(trained, images=test[0], train_images=None if train is None else train[0],
                            options=options, device=device, progress=not args.no_progress))
+    if classification is not None:
+        result["classification"] = classification
     if train is not None:
         result.update(_extras(args, trained, test, train, device))
     check_finite(result)
@@ -179,6 +186,7 @@ def summary(result: dict[str, Any]) -> str:
     rec = result["reconstruction"]
     lines.append(f"  reconstruction: MSE {_fmt(rec['mse'], '{:.5f}')}, PSNR {_fmt(rec['psnr'], '{:.2f}')} dB "
                  f"(PCA alone: {_fmt(rec['pca_only_psnr'], '{:.2f}')} dB)")
+    lines.extend(classification_lines(result.get("classification")))
     lines.extend(_probe_lines(result.get("probe"), result.get("dataset", "")))
     lines.extend(_quality_lines(result.get("quality")))
     return "\n".join(lines)
@@ -187,6 +195,17 @@ def summary(result: dict[str, Any]) -> str:
 def _percent(value: Any, std: Any = None) -> str:
     text = _fmt(None if value is None else 100 * value, "{:.1f}")
     return text + (f"±{100 * std:.1f}" if std else "") + "%"
+
+
+def classification_lines(found: dict[str, Any] | None) -> list[str]:
+    """The label latent's test error, with the published figures at the same label count."""
+    if found is None:
+        return []
+    line = (f"  classifier q(y|x) with {found['labels_used']} labels: {found.get('split', 'test')} error "
+            f"{_percent(found['error'])}")
+    if published := found["published"].get(str(found["labels_used"])):
+        line += " (published: " + ", ".join(f"{name} {_percent(e)}" for name, e in published.items()) + ")"
+    return [line]
 
 
 def _probe_lines(probe: dict[str, Any] | None, dataset: str) -> list[str]:
@@ -211,7 +230,15 @@ def _quality_lines(quality: dict[str, Any] | None) -> list[str]:
             f"(train vs test floor {_fmt(quality['fid_floor_train_vs_test'], '{:.2f}')}; this tool's own classifier, "
             "not comparable with Inception FIDs)",
             f"   {quality['classes_covered']} of 10 classes covered, label entropy "
-            f"{_fmt(quality['label_entropy_bits'], '{:.2f}')} of {_fmt(quality['label_entropy_max_bits'], '{:.2f}')} bits"]
+            f"{_fmt(quality['label_entropy_bits'], '{:.2f}')} of {_fmt(quality['label_entropy_max_bits'], '{:.2f}')} bits",
+            *_label_control_lines(quality.get("label_control"))]
+
+
+def _label_control_lines(control: dict[str, Any] | None) -> list[str]:
+    if not control:
+        return []
+    return [f"   style/content: the classifier reads {_percent(control['read_as_label'])} of {control['n_images']} "
+            "images (prior styles x labels) as the label they were decoded with"]
 
 
 # --- compare --------------------------------------------------------------------------------------

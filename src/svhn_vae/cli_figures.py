@@ -22,6 +22,7 @@ import torch
 from svhn_vae import figures
 from svhn_vae.atomic import atomic_write, disk_errors
 from svhn_vae.checkpoint import CONFIG_FILE, TrainedModel, load_trained, read_metrics
+from svhn_vae.classification import can_classify
 from svhn_vae.errors import UserError
 from svhn_vae.report import ReportFigure, config_docs, latest_training_samples, read_eval, render_report
 from svhn_vae.runlock import lock_if_run_folder
@@ -129,6 +130,30 @@ def _make_curves(ctx: FigureContext, opts: argparse.Namespace) -> Made:
     return figures.loss_curves(records, dpi=opts.dpi), []
 
 
+def _make_style_grid(ctx: FigureContext, opts: argparse.Namespace) -> Made:
+    t, split = ctx.trained, ctx.test_split()
+    gen = ctx.generator()
+    picked = figures.choose(opts.test_rows, len(split.images), generator=gen)
+    image = figures.style_content_grid(t.model, t.representation, split.images[picked], prior_rows=opts.prior_rows,
+                                       generator=gen, scale=opts.scale)
+    rows = [{"row": r, "style": "prior" if r < opts.prior_rows else f"test image {int(picked[r - opts.prior_rows])}"}
+            for r in range(opts.prior_rows + len(picked))]
+    return image, rows
+
+
+def _make_confusion(ctx: FigureContext, opts: argparse.Namespace) -> Made:
+    from svhn_vae.classification import classification_metrics
+
+    t, split = ctx.trained, ctx.test_split()
+    if not can_classify(t):
+        raise UserError("this model has no classifier q(y|x); the confusion matrix needs an M2 run (--preset m2)")
+    found = classification_metrics(t, split.images, split.labels, device=ctx.device)
+    title = f"q(y|x), {found['labels_used']} labels: test error {100 * found['error']:.2f}%"
+    rows = [{"true class": c, "error": e, "examples": sum(found["confusion"][c])}
+            for c, e in enumerate(found["per_class_error"])]
+    return figures.confusion_figure(found["confusion"], title=title), rows
+
+
 def _count(text: str) -> int:
     """An argparse type: an integer >= 1."""
     try:
@@ -162,6 +187,15 @@ def _interpolate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=figures.METHODS, default="slerp", help="spherical or linear")
 
 
+def _style_grid_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prior-rows", type=int, default=5, help="rows whose style z is drawn from the prior")
+    p.add_argument("--test-rows", type=int, default=5, help="rows whose style is a test image's posterior mean")
+
+
+def _no_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
 def _curves_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dpi", type=_count, default=100, help="pixels per inch of the 12 x 3.6 inch figure")
 
@@ -180,6 +214,8 @@ class FigureCommand:
     """Loads the model (and takes --seed, --which, --device, --scale)."""
     uses_data: bool = False
     """Needs the test split (takes --data-dir)."""
+    label_latent: bool = False
+    """Only for models with a label latent (M2); the report leaves it out for the others."""
 
 
 COMMANDS = (
@@ -202,6 +238,15 @@ COMMANDS = (
     FigureCommand("interpolate", "interpolations.png", "Latent interpolations",
                   "Each row: test image A, decodes along a path between the posterior means of A and B, image B.",
                   _interpolate_options, _make_interpolations, uses_data=True),
+    FigureCommand("style-grid", "style_grid.png", "Style and content",
+                  "Models with a label latent (M2): each row one style z, from the prior (top rows) or the "
+                  "posterior mean of a test image (the rows below), decoded with the labels y = 0..9 across "
+                  "(Kingma et al. 2014, figure 1).",
+                  _style_grid_options, _make_style_grid, uses_data=True, label_latent=True),
+    FigureCommand("confusion", "confusion.png", "Confusion matrix",
+                  "Models with a label latent (M2): test images by true class (rows) and the classifier "
+                  "q(y|x)'s most probable class (columns); shading: the fraction of the row.",
+                  _no_options, _make_confusion, uses_data=True, label_latent=True),
 )
 
 
@@ -270,9 +315,11 @@ def _report(args: argparse.Namespace) -> None:
     ctx = _context(args)
     run_dir = ctx.run_dir()
     trained = ctx.trained
+    labelled = can_classify(trained)
     report_figures = [_report_figure(COMMANDS[0], ctx, regenerate=args.regenerate),
                       *_training_samples_figure(run_dir),
-                      *(_report_figure(c, ctx, regenerate=args.regenerate) for c in COMMANDS[1:])]
+                      *(_report_figure(c, ctx, regenerate=args.regenerate) for c in COMMANDS[1:]
+                        if labelled or not c.label_latent)]
     config = trained.config
     summary = (f"Preset {config.preset}, dataset {config.data.dataset}, {args.which} checkpoint "
                f"(epoch {trained.epoch}); figures made with seed {args.seed}.")

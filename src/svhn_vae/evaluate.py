@@ -127,13 +127,12 @@ def pixels_to_model_space(rep: Representation, u: torch.Tensor) -> tuple[torch.T
     return (coords / lam.sqrt()).float(), rest - 0.5 * lam.log().sum()
 
 
-def _scored_batches(trained: TrainedModel, images: np.ndarray, *, seed: int, batch_size: int,
+def _scored_batches(kind: str, rep: Representation, images: np.ndarray, *, seed: int, batch_size: int,
                     device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(model input (B, K), log-density correction (B,)) of the data each likelihood is scored on."""
-    kind = scored_data(trained.model.cfg.likelihood)
     if kind == "dequantized":
         for u in dequantized_rows(images, seed=seed, batch_size=batch_size):
-            yield pixels_to_model_space(trained.representation, u.to(device))
+            yield pixels_to_model_space(rep, u.to(device))
         return
     rows = value_rows(images, batch_size=batch_size) if kind == "8-bit" else binarized_rows(
         images, seed=seed, batch_size=batch_size)
@@ -151,17 +150,18 @@ def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_
     add D ln 256), binarized pixels or the 8-bit values themselves (probabilities; bits/dim are
     -log2 p / D). Dequantization (or binarization) uses ``seed``, the posterior samples ``seed + 1``.
     """
-    model = trained.model.to(device).eval()
+    model, rep = trained.representation.scorer(trained.model.to(device))  # M1+M2: the stacked model, M1's input
+    model = model.to(device).eval()
+    kind = scored_data(model.cfg.likelihood)
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     sums = torch.zeros(2, dtype=torch.float64)
     with tqdm(total=len(images), desc="likelihood", unit="img", disable=not progress) as bar:
-        for x, correction in _scored_batches(trained, images, seed=seed, batch_size=batch_size, device=device):
+        for x, correction in _scored_batches(kind, rep, images, seed=seed, batch_size=batch_size, device=device):
             elbo, iwae = importance_bounds(model, x, n_samples=importance_samples, generator=gen,
                                            sample_chunk=sample_chunk)
             sums += torch.stack([(elbo + correction).sum(), (iwae + correction).sum()]).cpu()
             bar.update(len(x))
     elbo, iwae = (sums / len(images)).tolist()
-    kind = scored_data(trained.model.cfg.likelihood)
     dims, scale = trained.representation.pixel_dim, 256.0 if kind == "dequantized" else 1.0
     return {"data": kind, "dims": dims, "elbo_nats": elbo, "iwae_nats": iwae,
             "nll_nats": -iwae, "bpd_elbo": bits_per_dim(-elbo, dims=dims, scale=scale),
@@ -243,7 +243,8 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
     images = images[:options.max_examples] if options.max_examples else images
     timings: dict[str, float] = {}
     out: dict[str, Any] = {"split": options.split, "n": len(images), "importance_samples": options.importance_samples,
-                           "seed": options.seed, "epoch": trained.epoch, "likelihood": trained.model.cfg.likelihood}
+                           "seed": options.seed, "epoch": trained.epoch,
+                           "likelihood": trained.representation.scorer(trained.model)[0].cfg.likelihood}
     out.update(_timed(timings, "likelihood", likelihood_metrics, trained, images,
                       importance_samples=options.importance_samples, seed=options.seed,
                       batch_size=options.batch_size, sample_chunk=options.sample_chunk, device=device,

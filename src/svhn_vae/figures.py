@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from svhn_vae.atomic import atomic_write
+from svhn_vae.errors import UserError
 from svhn_vae.models.vae import VAE, reparameterize
 from svhn_vae.representation import Representation
 
@@ -173,6 +174,34 @@ def sample_grid(model: VAE, representation: Representation, *, n: int = 100, tem
     return tile(images, cols=math.ceil(math.sqrt(n)), scale=scale, pad=pad)
 
 
+def label_styles(model: VAE, representation: Representation, images: np.ndarray, *, prior_rows: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Styles z (prior_rows + N, latent_dim) of a model with a label latent (M2): ``prior_rows``
+    draws from N(0, I), then the posterior means of q(z | x, y_hat) of uint8 ``images`` (N, H, W, C)."""
+    prior = model.sample_latents(prior_rows, generator=generator)[:, :model.cfg.latent_dim]
+    posterior = _posterior(model, representation, images)[0][:, :model.cfg.latent_dim] if len(images) else prior[:0]
+    return torch.cat([prior, posterior])
+
+
+def style_content_images(model: VAE, representation: Representation, styles: torch.Tensor) -> torch.Tensor:
+    """Float images (R * C, H, W, C') in [0, 1], row-major: every style z (R, latent_dim) decoded with
+    each label y = 0..C-1 (the decoder's mean)."""
+    z = styles.repeat_interleave(model.classes, dim=0)
+    y = torch.arange(model.classes, device=styles.device).repeat(len(styles))
+    return decode_images(model, representation, model.with_labels(z, y))
+
+
+def style_content_grid(model: VAE, representation: Representation, images: np.ndarray, *, prior_rows: int = 5,
+                       generator: torch.Generator | None = None, scale: int = 2, pad: int = 2) -> np.ndarray:
+    """Kingma et al. 2014's figure 1 for a model with a label latent: each row one style z (the first
+    ``prior_rows`` from the prior, then one per test image in ``images``, its posterior mean),
+    columns the labels 0..C-1. Returns uint8 with the size given by :func:`tile`."""
+    if not hasattr(model, "with_labels"):
+        raise UserError("this model has no label latent; the style/content grid needs an M2 run (--preset m2)")
+    styles = label_styles(model, representation, images, prior_rows=prior_rows, generator=generator)
+    return tile(style_content_images(model, representation, styles), cols=model.classes, scale=scale, pad=pad)
+
+
 def analogy_grid(model: VAE, representation: Representation, images: np.ndarray, labels: np.ndarray, *,
                  n_samples: int = 9, pool: int = 0, reconstruction: bool = False,
                  generator: torch.Generator | None = None, scale: int = 2, pad: int = 2) -> np.ndarray:
@@ -280,6 +309,34 @@ def interpolation_grid(model: VAE, representation: Representation, images: np.nd
 CURVE_PANELS = (("loss", "negative ELBO"), ("rec", "reconstruction log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
 
 
+def _render(fig: Any) -> np.ndarray:
+    """A matplotlib Figure drawn on the Agg canvas (no pyplot, no display), uint8 (H, W, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], *, title: str = "", size: float = 5.0,
+                     dpi: int = 100) -> np.ndarray:
+    """The confusion matrix (rows: true class, columns: predicted) as a heat map with the counts
+    written in; returns uint8 (dpi * size, dpi * size, 3)."""
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(matrix)
+    fig = Figure(figsize=(size, size), dpi=dpi, layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(counts / np.maximum(counts.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                    color="white" if n > 0.5 * counts[i].sum() else "black")
+    ticks = range(len(counts))
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
+    return _render(fig)
+
+
 def loss_curves(records: Sequence[dict[str, Any]], *, width: float = 12.0, height: float = 3.6,
                 dpi: int = 100) -> np.ndarray:
     """Training (solid) and validation (dashed) loss, reconstruction and KL per epoch, in nats per example.
@@ -288,7 +345,6 @@ def loss_curves(records: Sequence[dict[str, Any]], *, width: float = 12.0, heigh
     Drawn with matplotlib's Agg canvas (no pyplot, no display); returns uint8 (dpi * height,
     dpi * width, 3).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -301,9 +357,7 @@ def loss_curves(records: Sequence[dict[str, Any]], *, width: float = 12.0, heigh
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return _render(fig)
 
 
 def _plot_series(ax: Any, epochs: list[int], records: Sequence[dict[str, Any]], key: str, label: str,

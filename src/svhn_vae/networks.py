@@ -121,25 +121,42 @@ class ToHWC(nn.Module):
         return x.permute(0, 2, 3, 1).flatten(1)
 
 
+class ToNCHW(nn.Module):
+    """(B, H*W*C) rows -> (B, C, H, W) images."""
+
+    def __init__(self, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w, c = self.image_shape
+        return x.view(-1, h, w, c).permute(0, 3, 1, 2)
+
+
+def conv_stack(image_shape: tuple[int, int, int], channels: tuple[int, ...], residual_blocks: int = 0
+               ) -> tuple[nn.Sequential, int]:
+    """Stride-2 3x3 convolutions (BatchNorm, ReLU, optional ResNet blocks) over (B, C, H, W) images,
+    flattened at the end; returns the stack and its output width."""
+    layers, ch = [], image_shape[2]
+    for out_ch in channels:
+        layers += [nn.Conv2d(ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
+        layers += [ResidualBlock(out_ch) for _ in range(residual_blocks)]
+        ch = out_ch
+    side = _conv_sizes(image_shape[0], len(channels))[-1]
+    return nn.Sequential(*layers, nn.Flatten()), ch * side * side
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        self.image_shape = image_shape
-        layers, ch = [], image_shape[2]
-        for out_ch in cfg.conv_channels:
-            layers += [nn.Conv2d(ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
-            layers += [ResidualBlock(out_ch) for _ in range(cfg.residual_blocks)]
-            ch = out_ch
-        self.convs = nn.Sequential(*layers, nn.Flatten())
-        side = _conv_sizes(image_shape[0], len(cfg.conv_channels))[-1]
-        self.feature_dim = ch * side * side
+        self.to_images = ToNCHW(image_shape)
+        self.convs, self.feature_dim = conv_stack(image_shape, cfg.conv_channels, cfg.residual_blocks)
         self.mu = nn.Linear(self.feature_dim, cfg.latent_dim)
         self.logvar = nn.Linear(self.feature_dim, cfg.latent_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H*W*C) -> (B, feature_dim) the flattened features of the last convolution."""
-        h, w, c = self.image_shape
-        return self.convs(x.view(-1, h, w, c).permute(0, 3, 1, 2))
+        return self.convs(self.to_images(x))
 
     def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu(h), self.logvar(h)

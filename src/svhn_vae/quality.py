@@ -269,6 +269,26 @@ def generate_images(trained: TrainedModel, n: int, *, seed: int = 0, batch_size:
     return np.concatenate(chunks)
 
 
+@torch.no_grad()
+def label_control(trained: TrainedModel, classifier: FeatureClassifier, *, n: int, seed: int = 0,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
+    """For a model with a label latent (M2): how often the feature classifier reads an image decoded
+    from a prior style z and label y as the digit y; n // C styles, each with every label (the
+    style/content grid's images), quantised like real images."""
+    from svhn_vae.figures import label_styles, style_content_images
+
+    model = trained.model.to(device).eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    styles = label_styles(model, trained.representation, np.zeros((0,)), prior_rows=max(1, n // model.classes),
+                          generator=gen)
+    images = (style_content_images(model, trained.representation, styles) * 255).round().to(torch.uint8)
+    _, probs = classifier_features(classifier, images.cpu().numpy(), device=device)
+    asked = np.tile(np.arange(model.classes), len(styles))
+    read = probs.argmax(1) == asked
+    return {"n_images": len(images), "styles": len(styles), "read_as_label": float(read.mean()),
+            "per_label": [float(read[asked == c].mean()) for c in range(model.classes)]}
+
+
 def _subset(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices of a seeded random subset of min(n, n_total) of n_total items."""
     return np.sort(rng.choice(n_total, size=min(n, n_total), replace=False))
@@ -302,7 +322,10 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         bar.update(1)
         sample_feats, sample_probs = classifier_features(model, samples, device=device)
         bar.update(1)
+    control = (label_control(trained, model, n=n_samples, seed=seed, device=device)
+               if hasattr(trained.model, "with_labels") else None)
     return {
+        "label_control": control,
         "fid_classifier": _fid(sample_feats, test_feats[ref_idx]),
         "fid_floor_train_vs_test": _fid(train_feats, test_feats[ref_idx]),
         "n_samples": n_samples,

@@ -366,6 +366,28 @@ def _probe(m: Json, config: Json | None) -> list[Reading]:
     return [r for r in found if r is not None]
 
 
+def _classification(m: Json, config: Json | None) -> list[Reading]:
+    """The label latent's classifier (M2) against the published semi-supervised figures and this
+    run's own latent probe at the same label count."""
+    found = m.get("classification") or {}
+    error, labels = _number(found, "error"), _number(found, "labels_used")
+    if error is None or labels is None:
+        return []
+    count = f"{labels:.0f}"
+    published = (found.get("published") or {}).get(count) or {}
+    comparisons = [Comparison(f"the published {method}", error, other, ERROR)
+                   for method, other in published.items() if isinstance(other, (int, float))]
+    probe = ((m.get("probe") or {}).get("results") or {}).get(count) or {}
+    probe_errors = [e for name in PROBES if (e := _number(probe, f"{name}_error")) is not None]
+    if probe_errors:
+        comparisons.append(Comparison("this run's better latent probe", error, min(probe_errors), ERROR))
+    meaning = (f"Test error of the model's own classifier q(y|x), trained with {count} labelled images and the "
+               "rest unlabelled (Kingma et al. 2014's M2): the fraction of test images it labels wrongly; lower "
+               "is better.")
+    return [Reading(f"Classifier, {int(labels):,} labels", ERROR.show(error), meaning, tuple(comparisons),
+                    keys=("classification.error",))]
+
+
 def _fid(m: Json, config: Json | None) -> list[Reading]:
     q = m.get("quality") or {}
     fid, floor = _number(q, "fid_classifier"), _number(q, "fid_floor_train_vs_test")
@@ -412,11 +434,11 @@ def _likelihood(m: Json, config: Json | None) -> list[Reading]:
 
 
 READERS: Sequence[Callable[[Json, Json | None], list[Reading]]] = (
-    _likelihood, _elbo, _reconstruction, _pca_space, _probe, _fid, _diversity)
+    _likelihood, _elbo, _reconstruction, _pca_space, _classification, _probe, _fid, _diversity)
 
 
 def readings(eval_metrics: Json, *, config: Json | None = None) -> list[Reading]:
     """A reading of every metric present in an ``eval.json`` dict, in the report's order: likelihood,
-    ELBO, reconstruction, PCA space, latent probe, sample quality. ``config``: the run's
+    ELBO, reconstruction, PCA space, classifier, latent probe, sample quality. ``config``: the run's
     ``Config.to_dict()``, if known."""
     return [reading for reader in READERS for reading in reader(eval_metrics, config)]

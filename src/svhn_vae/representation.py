@@ -72,6 +72,16 @@ class Representation:
     def fit(cls, cfg: Config, splits: Sequence[np.ndarray], *, batch_size: int = 4096) -> Representation:
         """Fit the PCA (if the config asks for one) on the training images only, streamed in batches;
         on dequantized pixels (noise seeded by ``train.seed``) when the model trains on them."""
+        if cfg.model.m1 is not None:  # M1+M2: the latents of a trained VAE
+            from svhn_vae.stacked import M1Latents
+
+            if not cfg.model.m1:
+                raise UserError("M1+M2 trains M2 on the latents of a trained VAE: give its run folder with --m1 RUN")
+            latents = M1Latents.from_run(cfg.model.m1)
+            if latents.image_shape != tuple(splits[0].shape[1:]):
+                raise UserError(f"--m1 {cfg.model.m1} models {latents.image_shape} images, {cfg.data.dataset} has "
+                                f"{tuple(splits[0].shape[1:])}: give an M1 trained on the same dataset")
+            return latents
         image_shape = splits[0].shape[1:]
         dequantized = cfg.data.dequantize and scored_data(cfg.model.likelihood) == "dequantized"
         if cfg.model.input != "pca":
@@ -136,11 +146,20 @@ class Representation:
         """PCA-only reconstruction in [0, 1] (images unchanged for pixel models): what PCA alone loses."""
         return self.decode(self.encode(images))
 
+    def scorer(self, model: Any) -> tuple[Any, Representation]:
+        """The model whose likelihood of images evaluation scores, and the representation of its
+        input: ``model`` and this one (a representation of latents gives the stacked model)."""
+        return model, self
+
     def state_dict(self) -> dict[str, Any]:
         return {"image_shape": list(self.image_shape), "pca": None if self.pca is None else self.pca.state_dict(),
                 "dequantized": self.dequantized}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Representation:
+        if state.get("m1") is not None:
+            from svhn_vae.stacked import M1Latents
+
+            return M1Latents.from_m1_state(state["m1"])
         pca = None if state["pca"] is None else PCA.from_state_dict(state["pca"])
         return cls(state["image_shape"], pca, dequantized=bool(state["dequantized"]))

@@ -38,6 +38,7 @@ from svhn_vae.precision import autocast
 from svhn_vae.representation import Representation
 from svhn_vae.runlock import holding_run_lock
 from svhn_vae.schedule import make_scheduler, scale_base_lrs
+from svhn_vae.semi_supervised import Labels, choose_labelled
 from svhn_vae.tracking import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,14 @@ class TrainingDiverged(UserError):
 
 @dataclass
 class TrainData:
-    """uint8 images (N, H, W, C) to train on, and optional validation images."""
+    """uint8 images (N, H, W, C) to train on, optional validation images, and for M2 the labels."""
 
     images: np.ndarray
     val_images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    """(N,) the training images' labels; training reads only those of ``labelled``."""
+    labelled: np.ndarray | None = None
+    """Indices of the examples whose labels training may read (see :mod:`svhn_vae.semi_supervised`)."""
 
 
 @dataclass
@@ -83,14 +88,18 @@ def load_train_data(cfg: Config) -> TrainData:
     """Load the configured training split(s) and hold out ``val_fraction`` of them (seeded)."""
     from svhn_vae.data import load_split
 
-    splits = [load_split(cfg.data.dataset, name, data_dir=cfg.data.data_dir, download=cfg.data.download).images
+    splits = [load_split(cfg.data.dataset, name, data_dir=cfg.data.data_dir, download=cfg.data.download)
               for name in cfg.data.train_split.split("+")]
-    images = splits[0] if len(splits) == 1 else np.concatenate(splits)
-    images = images[:cfg.data.limit] if cfg.data.limit else images
-    if cfg.data.val_fraction == 0:
-        return TrainData(images)
-    train_idx, val_idx = validation_split(cfg, len(images))
-    return TrainData(images[train_idx], images[val_idx])
+    images, labels = (parts[0] if len(parts) == 1 else np.concatenate(parts)
+                      for parts in ([s.images for s in splits], [s.labels for s in splits]))
+    n = cfg.data.limit or len(images)
+    train_idx, val_idx = validation_split(cfg, n) if cfg.data.val_fraction else (np.arange(n), None)
+    data = TrainData(images[train_idx] if val_idx is not None else images[:n],
+                     None if val_idx is None else images[val_idx])
+    if cfg.train.labels:
+        data.labels = labels[train_idx]
+        data.labelled = choose_labelled(data.labels, cfg.train.labels, classes=cfg.model.classes, seed=cfg.train.seed)
+    return data
 
 
 def build_model(cfg: Config, representation: Representation, init_data: torch.Tensor | None = None) -> VAE:
@@ -148,13 +157,14 @@ class EpochPosition:
 def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation, data: torch.Tensor,
                *, beta: float, generator: torch.Generator, bar: tqdm, scheduler: LRScheduler | None = None,
                position: EpochPosition | None = None, pause: Callable[[], bool] = lambda: False,
-               world: World = World()) -> dict[str, float] | EpochPosition:
+               world: World = World(), labels: Labels | None = None) -> dict[str, float] | EpochPosition:
     """One pass over the shuffled training set; returns mean loss terms per example (nats).
 
     ``position`` continues an unfinished epoch (the same batch order, the sums so far). When
     ``pause()`` turns True after a step, the epoch stops there and returns its position instead.
     With several processes (``world``) each takes its share of every batch and the sums are added
-    up over all of them (a position holds the global sums, which rank 0 carries on).
+    up over all of them (a position holds the global sums, which rank 0 carries on). With ``labels``
+    (M2) every step also sees labelled examples drawn from them.
     """
     model.train()
     n, bs = len(data), cfg.train.batch_size
@@ -162,6 +172,7 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
         generator.set_state(position.order_rng)
     order_rng = generator.get_state()
     order = torch.randperm(n, generator=generator).to(data.device)
+    draws = labels.epoch_draws(math.ceil(n / bs), generator) if labels is not None else None
     first = position.step if position is not None else 0
     totals = torch.zeros(3, dtype=torch.float64, device=data.device)  # loss, rec, kl sums
     seen = 0  # examples in those sums
@@ -171,9 +182,13 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
     bar.update(min(n, first * bs))
     for step, start in enumerate(range(first * bs, n, bs), start=first):
         idx = world.shard(order[start:start + bs])
+        rows, extra = (idx, {}) if labels is None else labels.batch(idx, draws[step])
         with autocast(cfg.train.precision, data.device):
-            terms = model(_model_input(cfg, rep, data[idx]), iw_samples=cfg.train.iw_samples)
-        loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
+            terms = model(_model_input(cfg, rep, data[rows]), iw_samples=cfg.train.iw_samples, **extra)
+        if labels is None:
+            loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
+        else:
+            loss, terms = labels.loss(terms, beta=beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
@@ -318,6 +333,11 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     else:
         rep = Representation.fit(cfg, [data.images])
     train_x, val_x = _prepare_data(cfg, data, rep, device)
+    if cfg.model.classes and data.labelled is None:
+        raise UserError("the M2 model trains on labels: give TrainData its labels and labelled indices")
+    labels = None if data.labelled is None else Labels(data.labels, data.labelled, alpha=tc.alpha,
+                                                       labelled_batch=tc.labelled_batch,
+                                                       labelled_weight=tc.labelled_weight, device=device)
     if tc.early_stopping == "val" and val_x is None:
         raise UserError("early stopping on 'val' needs a validation split: set --val-fraction (e.g. 0.05)")
 
@@ -364,7 +384,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
                       leave=False) as bar:
                 try:
                     result = _run_epoch(cfg, net, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
-                                        scheduler=scheduler, position=position, pause=pause, world=world)
+                                        scheduler=scheduler, position=position, pause=pause, world=world,
+                                        labels=labels)
                 except _NonFinite:
                     _recover_from_nan(cfg, model, opt, scheduler, good, state, epoch, run_dir)
                     continue

@@ -36,6 +36,8 @@ class ElboTerms:
     """(k, B) log p(x|z) of each importance sample (None for the plain ELBO)."""
     kl_dims: torch.Tensor | None = None
     """(B, L) the closed-form KL of each latent dimension (plain ELBO only); ``kl`` is their sum."""
+    log_q_label: torch.Tensor | None = None
+    """(B,) log q(y|x) of each given label, 0 where none is given (models with a label latent only)."""
 
     @property
     def elbo(self) -> torch.Tensor:
