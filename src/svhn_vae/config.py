@@ -541,7 +541,7 @@ def _m1_m2() -> Config:
     M2 learns from fresh posterior draws of M1's latents at every step; its classifier reads all of
     them and no output variance is pinned. Measured on MNIST (README, "Few labels") with M1 =
     `mnist-bernoulli --epochs 30 --iw-samples 1` (3.6 minutes) and 45 epochs here (23-25 minutes):
-    test error 5.32% with 100 labels (mean of 3 label draws: 4.29%, 7.45%, 4.22%), STACK1000 with
+    test error 5.32% with 100 labels (mean of 3 label draws: 4.29%, 7.45%, 4.22%), 3.58% with
     1000; 98.8% of its decoded (prior style, label) images are read as their label.
     """
     cfg = _m2()
