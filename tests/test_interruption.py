@@ -34,14 +34,14 @@ def _terms(history):
 
 def _signal_at_step(monkeypatch, step: int, signum: int = signal.SIGINT) -> None:
     """Send ``signum`` to this process during the ``step``-th call that makes model input (1-based)."""
-    real, calls = train_module._model_input, [0]
+    real, calls = train_module.training_input, [0]
 
     def model_input(*args, **kwargs):
         calls[0] += 1
         if calls[0] == step:
             os.kill(os.getpid(), signum)
         return real(*args, **kwargs)
-    monkeypatch.setattr(train_module, "_model_input", model_input)
+    monkeypatch.setattr(train_module, "training_input", model_input)
 
 
 def test_second_ctrl_c_quits_at_once():

@@ -93,11 +93,10 @@ def test_every_example_labelled_and_alpha_zero_is_the_labelled_elbo(model):
     x = binary(6)[rows]
     terms = model(x, generator=torch.Generator().manual_seed(1), **extra)
     again = model(x[:6], y=torch.from_numpy(labels), generator=torch.Generator().manual_seed(1))
-    loss, batch_terms = stream.loss(terms)
+    loss, batch_terms = stream.loss(terms, batch=6)
     assert torch.allclose(loss, -again.elbo.mean()) and torch.equal(batch_terms.rec, terms.rec[:6])
     weighted = Labels(labels, np.arange(6), alpha=0.5, labelled_batch=4)  # alpha * N_l * mean log q of the draws
-    weighted.batch(idx, rows[6:])
-    assert torch.allclose(weighted.loss(terms)[0], -again.elbo.mean() - 0.5 * 6 * terms.log_q_label[6:].mean())
+    assert torch.allclose(weighted.loss(terms, batch=6)[0], -again.elbo.mean() - 0.5 * 6 * terms.log_q_label[6:].mean())
 
 
 def test_labelled_weight_adds_the_drawn_examples_elbo(model):
@@ -106,7 +105,7 @@ def test_labelled_weight_adds_the_drawn_examples_elbo(model):
     rows, extra = stream.batch(torch.arange(6), torch.tensor([1, 4, 1]))
     assert extra["elbo_rows"] is None  # the drawn rows' ELBO is needed too
     terms = model(binary(6)[rows], generator=torch.Generator().manual_seed(0), **extra)
-    loss, batch_terms = stream.loss(terms)
+    loss, batch_terms = stream.loss(terms, batch=6)
     expected = -terms.elbo[:6].mean() - 0.1 * 2 * terms.log_q_label[6:].mean() - 2.0 * terms.elbo[6:].mean()
     assert torch.allclose(loss, expected) and len(batch_terms.rec) == 6
     assert extra["y"].tolist() == [HIDDEN, 1, HIDDEN, HIDDEN, 1, HIDDEN, 1, 1, 1]

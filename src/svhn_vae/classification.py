@@ -14,6 +14,7 @@ import torch
 
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.errors import UserError
+from svhn_vae.models.m2 import has_label_latent
 
 PUBLISHED: dict[str, Any] = {
     "source": "test error (fraction) of semi-supervised models, same protocol: Kingma et al. 2014 (M1+TSVM, M2, "
@@ -25,7 +26,7 @@ PUBLISHED: dict[str, Any] = {
 
 
 def can_classify(trained: TrainedModel) -> bool:
-    return hasattr(trained.model, "classify")
+    return has_label_latent(trained.model)
 
 
 @torch.inference_mode()

@@ -145,8 +145,6 @@ def _make_confusion(ctx: FigureContext, opts: argparse.Namespace) -> Made:
     from svhn_vae.classification import classification_metrics
 
     t, split = ctx.trained, ctx.test_split()
-    if not can_classify(t):
-        raise UserError("this model has no classifier q(y|x); the confusion matrix needs an M2 run (--preset m2)")
     found = classification_metrics(t, split.images, split.labels, device=ctx.device)
     title = f"q(y|x), {found['labels_used']} labels: test error {100 * found['error']:.2f}%"
     rows = [{"true class": c, "error": e, "examples": sum(found["confusion"][c])}

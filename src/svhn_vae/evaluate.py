@@ -163,7 +163,7 @@ def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_
             bar.update(len(x))
     elbo, iwae = (sums / len(images)).tolist()
     dims, scale = trained.representation.pixel_dim, 256.0 if kind == "dequantized" else 1.0
-    return {"data": kind, "dims": dims, "elbo_nats": elbo, "iwae_nats": iwae,
+    return {"likelihood": model.cfg.likelihood, "data": kind, "dims": dims, "elbo_nats": elbo, "iwae_nats": iwae,
             "nll_nats": -iwae, "bpd_elbo": bits_per_dim(-elbo, dims=dims, scale=scale),
             "bpd_iwae": bits_per_dim(-iwae, dims=dims, scale=scale)}
 
@@ -243,8 +243,7 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
     images = images[:options.max_examples] if options.max_examples else images
     timings: dict[str, float] = {}
     out: dict[str, Any] = {"split": options.split, "n": len(images), "importance_samples": options.importance_samples,
-                           "seed": options.seed, "epoch": trained.epoch,
-                           "likelihood": trained.representation.scorer(trained.model)[0].cfg.likelihood}
+                           "seed": options.seed, "epoch": trained.epoch}
     out.update(_timed(timings, "likelihood", likelihood_metrics, trained, images,
                       importance_samples=options.importance_samples, seed=options.seed,
                       batch_size=options.batch_size, sample_chunk=options.sample_chunk, device=device,

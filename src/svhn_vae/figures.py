@@ -28,6 +28,7 @@ from PIL import Image
 
 from svhn_vae.atomic import atomic_write
 from svhn_vae.errors import UserError
+from svhn_vae.models.m2 import has_label_latent
 from svhn_vae.models.vae import VAE, reparameterize
 from svhn_vae.representation import Representation
 
@@ -174,13 +175,14 @@ def sample_grid(model: VAE, representation: Representation, *, n: int = 100, tem
     return tile(images, cols=math.ceil(math.sqrt(n)), scale=scale, pad=pad)
 
 
-def label_styles(model: VAE, representation: Representation, images: np.ndarray, *, prior_rows: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def label_styles(model: VAE, representation: Representation, images: np.ndarray | None = None, *,
+                 prior_rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Styles z (prior_rows + N, latent_dim) of a model with a label latent (M2): ``prior_rows``
     draws from N(0, I), then the posterior means of q(z | x, y_hat) of uint8 ``images`` (N, H, W, C)."""
     prior = model.sample_latents(prior_rows, generator=generator)[:, :model.cfg.latent_dim]
-    posterior = _posterior(model, representation, images)[0][:, :model.cfg.latent_dim] if len(images) else prior[:0]
-    return torch.cat([prior, posterior])
+    if images is None or not len(images):
+        return prior
+    return torch.cat([prior, _posterior(model, representation, images)[0][:, :model.cfg.latent_dim]])
 
 
 def style_content_images(model: VAE, representation: Representation, styles: torch.Tensor) -> torch.Tensor:
@@ -196,7 +198,7 @@ def style_content_grid(model: VAE, representation: Representation, images: np.nd
     """Kingma et al. 2014's figure 1 for a model with a label latent: each row one style z (the first
     ``prior_rows`` from the prior, then one per test image in ``images``, its posterior mean),
     columns the labels 0..C-1. Returns uint8 with the size given by :func:`tile`."""
-    if not hasattr(model, "with_labels"):
+    if not has_label_latent(model):
         raise UserError("this model has no label latent; the style/content grid needs an M2 run (--preset m2)")
     styles = label_styles(model, representation, images, prior_rows=prior_rows, generator=generator)
     return tile(style_content_images(model, representation, styles), cols=model.classes, scale=scale, pad=pad)

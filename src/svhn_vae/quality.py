@@ -33,6 +33,7 @@ from svhn_vae.atomic import atomic_write
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.data.paths import user_cache_dir
 from svhn_vae.errors import UserError
+from svhn_vae.models.m2 import has_label_latent
 
 __all__ = [
     "ClassifierSettings", "FeatureClassifier", "classifier_features", "default_classifier_path",
@@ -279,8 +280,7 @@ def label_control(trained: TrainedModel, classifier: FeatureClassifier, *, n: in
 
     model = trained.model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    styles = label_styles(model, trained.representation, np.zeros((0,)), prior_rows=max(1, n // model.classes),
-                          generator=gen)
+    styles = label_styles(model, trained.representation, prior_rows=max(1, n // model.classes), generator=gen)
     images = (style_content_images(model, trained.representation, styles) * 255).round().to(torch.uint8)
     _, probs = classifier_features(classifier, images.cpu().numpy(), device=device)
     asked = np.tile(np.arange(model.classes), len(styles))
@@ -323,7 +323,7 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         sample_feats, sample_probs = classifier_features(model, samples, device=device)
         bar.update(1)
     control = (label_control(trained, model, n=n_samples, seed=seed, device=device)
-               if hasattr(trained.model, "with_labels") else None)
+               if has_label_latent(trained.model) else None)
     return {
         "label_control": control,
         "fid_classifier": _fid(sample_feats, test_feats[ref_idx]),

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from svhn_vae.config import Config, scored_data
+from svhn_vae.config import Config, ModelConfig, scored_data
 from svhn_vae.errors import UserError
 from svhn_vae.pca import PCA
 
@@ -48,6 +48,14 @@ def dequantized_rows(images: np.ndarray, *, seed: int, batch_size: int = 4096) -
     generator = torch.Generator().manual_seed(seed)
     for rows in iter_rows(images, batch_size):
         yield dequantize(rows, generator=generator)
+
+
+def training_input(model_cfg: ModelConfig, rep: Representation, stored: torch.Tensor, *,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """A training batch of the stored form: fresh dequantization noise, and for Bernoulli models
+    dynamic binarization (x ~ Bernoulli(pixel))."""
+    x = rep.to_input(stored, noise=True, generator=generator)
+    return torch.bernoulli(x, generator=generator) if model_cfg.likelihood == "bernoulli" and model_cfg.binarize else x
 
 
 class Representation:

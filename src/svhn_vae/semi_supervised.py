@@ -57,7 +57,6 @@ class Labels:
         self.class_weight = alpha * len(labelled)
         self.labelled_batch = labelled_batch
         self.labelled_weight = labelled_weight
-        self._batch_rows = 0
 
     def epoch_draws(self, steps: int, generator: torch.Generator) -> torch.Tensor:
         """(steps, labelled_batch) indices of the labelled examples of every step of an epoch."""
@@ -68,14 +67,14 @@ class Labels:
         """Rows of a step: the batch ``idx`` then the labelled ``draws``, and the model's keyword
         arguments (their labels, and the rows whose ELBO counts)."""
         rows = torch.cat([idx, draws])
-        self._batch_rows = len(idx)
         return rows, {"y": self.visible[rows], "elbo_rows": None if self.labelled_weight else len(idx)}
 
-    def loss(self, terms: ElboTerms, *, beta: float = 1.0) -> tuple[torch.Tensor, ElboTerms]:
-        """The step's estimate of J: the batch's mean negative bound minus the classifier's term,
-        alpha N_l times the mean log q(y|x) of the drawn labelled examples (and, with
-        ``labelled_weight``, that times their mean negative ELBO); and the batch's own terms."""
-        n = self._batch_rows
+    def loss(self, terms: ElboTerms, *, batch: int, beta: float = 1.0) -> tuple[torch.Tensor, ElboTerms]:
+        """The step's estimate of J from the terms of :meth:`batch`'s rows, the first ``batch`` of them
+        the batch's: its mean negative bound minus the classifier's term, alpha N_l times the mean
+        log q(y|x) of the drawn labelled examples (and, with ``labelled_weight``, that times their
+        mean negative ELBO); and the batch's own terms."""
+        n = batch
         bound = terms.objective(beta=beta)
         loss = -bound[:n].mean() - self.class_weight * terms.log_q_label[n:].mean()
         if self.labelled_weight:

@@ -29,7 +29,7 @@ from svhn_vae.config import Config
 from svhn_vae.errors import UserError
 from svhn_vae.models import VAE, build_vae
 from svhn_vae.models.vae import reparameterize
-from svhn_vae.representation import Representation
+from svhn_vae.representation import Representation, training_input
 
 
 class M1Latents(Representation):
@@ -68,20 +68,16 @@ class M1Latents(Representation):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """z1 (B, L1): with ``noise`` a draw from q(z1|x) of M1's noisy input (dequantized or
         binarized as M1 trained), else the posterior mean of its noise-free input."""
-        device = next(self.m1.parameters()).device
-        x = self.m1_representation.to_input(stored.to(device), noise=noise, generator=generator)
-        if noise and self.m1_config.model.likelihood == "bernoulli" and self.m1_config.model.binarize:
-            x = torch.bernoulli(x, generator=generator)
-        was_training = self.m1.training
-        self.m1.eval()
-        mu, logvar = self.m1.encode(x)
-        self.m1.train(was_training)
+        stored_here = stored.to(next(self.m1.parameters()).device)
+        x = (training_input(self.m1_config.model, self.m1_representation, stored_here, generator=generator)
+             if noise else self.m1_representation.to_input(stored_here))
+        mu, logvar = self.m1.encode(x)  # M1 stays in eval mode: it is never trained here
         return (reparameterize(mu, logvar, generator=generator) if noise else mu).to(stored.device)
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, H, W, C) in [0, 1]: the mean of M1's p(x|z1) for z1 rows (B, L1)."""
-        return self.m1_representation.decode(self.m1.eval().decode(x).mean())
+        return self.m1_representation.decode(self.m1.decode(x).mean())
 
     def scorer(self, model: nn.Module) -> tuple[nn.Module, Representation]:
         """The model of the images (M1 under the given model of its latents) and M1's representation."""

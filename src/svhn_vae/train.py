@@ -35,7 +35,7 @@ from svhn_vae.finite import check_finite
 from svhn_vae.interruption import CheckpointClock, StopRequest, TrainingStopped
 from svhn_vae.models import VAE, build_vae, loss_from_terms
 from svhn_vae.precision import autocast
-from svhn_vae.representation import Representation
+from svhn_vae.representation import Representation, training_input
 from svhn_vae.runlock import holding_run_lock
 from svhn_vae.schedule import make_scheduler, scale_base_lrs
 from svhn_vae.semi_supervised import Labels, choose_labelled
@@ -107,7 +107,7 @@ def build_model(cfg: Config, representation: Representation, init_data: torch.Te
     mean and per-dimension variance (see :meth:`VAE.init_from_data`)."""
     model = build_vae(cfg.model, data_dim=representation.data_dim, image_shape=representation.image_shape)
     if init_data is not None:
-        model.init_from_data(_model_input(cfg, representation, init_data[:INIT_EXAMPLES].cpu()),
+        model.init_from_data(training_input(cfg.model, representation, init_data[:INIT_EXAMPLES].cpu()),
                              representation.unit_variance())
     return model
 
@@ -123,12 +123,6 @@ def make_optimizer(cfg: Config, model: VAE) -> torch.optim.Optimizer:
 
 def _binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     return torch.bernoulli(x, generator=generator)
-
-
-def _model_input(cfg: Config, rep: Representation, stored: torch.Tensor) -> torch.Tensor:
-    """A training batch: fresh dequantization noise, or dynamic binarization for Bernoulli models."""
-    x = rep.to_input(stored, noise=True)
-    return _binarize(x) if cfg.model.likelihood == "bernoulli" and cfg.model.binarize else x
 
 
 class _NonFinite(Exception):
@@ -184,11 +178,11 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
         idx = world.shard(order[start:start + bs])
         rows, extra = (idx, {}) if labels is None else labels.batch(idx, draws[step])
         with autocast(cfg.train.precision, data.device):
-            terms = model(_model_input(cfg, rep, data[rows]), iw_samples=cfg.train.iw_samples, **extra)
+            terms = model(training_input(cfg.model, rep, data[rows]), iw_samples=cfg.train.iw_samples, **extra)
         if labels is None:
             loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
         else:
-            loss, terms = labels.loss(terms, beta=beta)
+            loss, terms = labels.loss(terms, batch=len(idx), beta=beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:

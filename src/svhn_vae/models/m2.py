@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from svhn_vae.config import ModelConfig
 from svhn_vae.models.vae import VAE, ElboTerms, gaussian_kl, prior_log_ratio, reparameterize
-from svhn_vae.networks import ToNCHW, build_encoder, conv_stack, dense_stack
+from svhn_vae.networks import ToNCHW, conv_stack, dense_stack
 
 LABEL_LOGVAR = math.log(1e-8)
 """Log-variance ``encode`` gives the label part of the latents: q(y|x)'s probabilities are not noisy."""
@@ -42,9 +42,8 @@ class M2(VAE):
     """The M2 model over flat inputs (B, D) (see the module doc); ``cfg.classes`` label values."""
 
     def __init__(self, cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> None:
-        super().__init__(cfg, data_dim=data_dim, image_shape=image_shape)
+        super().__init__(cfg, data_dim=data_dim, image_shape=image_shape)  # its encoder is q(z|x,y)
         self.classes = cfg.classes
-        self.encoder = build_encoder(cfg, data_dim=data_dim + cfg.classes, image_shape=image_shape)  # q(z|x,y)
         convs: list[nn.Module] = []
         self.classifier_inputs = min(cfg.classifier_inputs or data_dim, data_dim)
         width = self.classifier_inputs
@@ -58,6 +57,11 @@ class M2(VAE):
     def decoded_latents(cfg: ModelConfig) -> int:
         """[z, onehot(y)]: the decoder reads both."""
         return cfg.latent_dim + cfg.classes
+
+    @staticmethod
+    def encoded_inputs(cfg: ModelConfig, data_dim: int) -> int:
+        """[x, onehot(y)]: the encoder q(z|x,y) reads both."""
+        return data_dim + cfg.classes
 
     def log_prior_y(self) -> float:
         return -math.log(self.classes)
@@ -146,3 +150,8 @@ class M2(VAE):
         device = next(self.parameters()).device
         z = temperature * torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
         return self.with_labels(z, torch.randint(self.classes, (n,), generator=generator, device=device))
+
+
+def has_label_latent(model: nn.Module) -> bool:
+    """Whether a model has a label latent (M2): a classifier q(y|x) and a decoder that reads y."""
+    return isinstance(model, M2)

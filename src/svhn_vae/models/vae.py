@@ -101,7 +101,7 @@ class VAE(nn.Module):
         self.cfg = cfg
         self.data_dim = data_dim
         self.latent_dim = self.decoded_latents(cfg)
-        self.encoder = build_encoder(cfg, data_dim=data_dim, image_shape=image_shape)
+        self.encoder = build_encoder(cfg, data_dim=self.encoded_inputs(cfg, data_dim), image_shape=image_shape)
         self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.latent_dim), data_dim=data_dim,
                                      image_shape=image_shape)
 
@@ -109,6 +109,11 @@ class VAE(nn.Module):
     def decoded_latents(cfg: ModelConfig) -> int:
         """L, the latents the decoder reads (a family with more than the top layer overrides this)."""
         return cfg.latent_dim
+
+    @staticmethod
+    def encoded_inputs(cfg: ModelConfig, data_dim: int) -> int:
+        """Inputs of the encoder: the data's D (a family that also feeds it a label overrides this)."""
+        return data_dim
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance (B, L) of q(z|x), float32 even under bf16 autocast (the KL and the
