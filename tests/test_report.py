@@ -305,7 +305,7 @@ def test_report_is_one_file_with_every_figure_and_the_metrics(run: TinyRun) -> N
         assert (run.path / "figures" / f"{name}.png").exists()  # made because they were missing
     text = " ".join(page.text)
     assert all(s in text for s in ("What the numbers say", "lower is better", "val_loss", "mse vae",
-                                   "Dataset name: svhn, mnist, fashion-mnist or synth-digits"))
+                                   "Dataset name: svhn, mnist, fashion-mnist, synth-digits"))
     if run.pca:  # the tiny run keeps 10 components and whitens them: not the write-up's setting
         assert "This run differs (K=10 components, not 500; whitened codes" in text
     else:

@@ -4,6 +4,7 @@ summary, and run cards that ``svhn_vae.load`` reads."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,15 @@ def test_new_model_families_train_evaluate_report_export_and_resume(tmp_path, da
     assert main(["export", str(run), str(card)]) == 0
     loaded, x = svhn_vae.load(card), torch.rand(3, 784)
     assert torch.equal(loaded.model.encode(x)[0], ckpt.load_trained(run).model.encode(x)[0])
+
+
+def test_make_demo_names_its_run_folder_after_preset_and_dataset():
+    """`make demo`'s recipe as make expands it: a value with a trailing comment once put spaces into
+    the run folder's name (`runs/fast  -svhn`), and own images need the name's last part."""
+    root = Path(__file__).resolve().parents[1]
+    recipe = subprocess.run(["make", "-n", "demo", "DATASET=folder:/data/my digits"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout
+    assert 'run="runs/fast-$(basename "$dataset")";' in recipe and '--preset fast --dataset "$dataset"' in recipe
+    name = subprocess.run(["sh", "-c", 'dataset="folder:/data/my digits"; echo runs/fast-$(basename "$dataset")'],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert name == "runs/fast-my digits"

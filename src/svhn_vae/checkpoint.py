@@ -38,6 +38,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
+    """Where a run folder keeps its checkpoint ``which`` (``last`` or ``best``): ``RUN/checkpoints/<which>.pt``."""
     return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
 
 
@@ -105,6 +106,7 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
 
 
 def load_run_config(run_dir: Path) -> Config:
+    """The configuration a run folder was trained with (its ``config.json``); a UserError if it is not a run."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); train one with 'svhn-vae train --run-dir'")
@@ -118,6 +120,7 @@ def _without_epochs(config: Config) -> dict[str, Any]:
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one epoch's record to ``metrics.jsonl`` as a JSON line, flushed to disk before returning."""
     with open(Path(run_dir) / METRICS_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()

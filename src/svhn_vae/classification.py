@@ -26,6 +26,7 @@ PUBLISHED: dict[str, Any] = {
 
 
 def can_classify(trained: TrainedModel) -> bool:
+    """Whether the trained model has a classifier q(y|x) (a label latent, as M2 and M1+M2 have)."""
     return has_label_latent(trained.model)
 
 

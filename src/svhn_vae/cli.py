@@ -68,6 +68,7 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
+    """`svhn-vae presets`: each preset's dataset, input, likelihood and trainable parameter count."""
     from svhn_vae.data import get_dataset
     from svhn_vae.models import build_vae, count_parameters
 
@@ -87,6 +88,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """`svhn-vae train`: the configuration (preset or --config, then the flags) trained into --run-dir;
+    --resume continues it."""
     from svhn_vae import checkpoint
     from svhn_vae.distributed import launched_rank
     from svhn_vae.train import train
@@ -108,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """`svhn-vae export RUN OUT`: write the run's card (see :func:`svhn_vae.export.export_run`)."""
     from svhn_vae.export import export_run
 
     out = export_run(args.run, args.out, which=args.which, overwrite=args.overwrite)
@@ -115,8 +119,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    """`svhn-vae data download|generate|verify|info|ready`: fetch, make, check or describe a dataset's
+    splits; own images (``folder:PATH``, ``npz:PATH``) are converted and described."""
     from svhn_vae import data
 
+    if data.custom.is_own(args.dataset):
+        _own_data(args)
+        return
+    data.loading.refuse_own_options(args.dataset, args.resize, args.test_fraction)
     splits = [args.split] if args.split else list(data.get_dataset(args.dataset).splits)
     if args.action == "ready":
         print(data.ready_dataset(args.dataset, fallback=args.fallback, data_dir=args.data_dir))
@@ -134,6 +144,28 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(json.dumps(data.info(args.dataset, data_dir=args.data_dir), indent=2, default=str))
     else:
         _print_info(data.info(args.dataset, data_dir=args.data_dir))
+
+
+def _own_data(args: argparse.Namespace) -> None:
+    """``data info|verify|ready`` of own images (converted first); nothing to download or generate."""
+    from svhn_vae.data import custom
+
+    if args.action in ("download", "generate"):
+        raise UserError(f"{args.dataset} is your own images: nothing to {args.action}; 'data info' converts them")
+    source = custom.OwnSource.from_name(args.dataset, resize=args.resize, test_fraction=args.test_fraction)
+    summary = custom.describe(source, data_dir=args.data_dir, verify=args.action == "verify")
+    if args.action == "ready":
+        print(summary["dataset"])
+    elif args.action == "verify":
+        print(f"{summary['dataset']}: {summary['source_files']} source files and the cache in "
+              f"{summary['data_dir']} verified")
+    elif args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_info(summary)
+        classes = summary["classes"]
+        print("unlabelled" if classes is None else f"{len(classes)} classes: {', '.join(classes[:20])}"
+              + (" ..." if len(classes) > 20 else ""))
 
 
 def _generate(args: argparse.Namespace, splits: list[str]) -> None:
@@ -160,11 +192,14 @@ def _print_info(summary: dict[str, Any]) -> None:
 
 
 def cmd_pca_fit(args: argparse.Namespace) -> None:
+    """`svhn-vae pca fit`: fit the exact PCA on a split, save it to --out and print the explained
+    variance as JSON."""
     from svhn_vae.data import load_split
     from svhn_vae.pca import PCA
     from svhn_vae.representation import PIXEL_MAX, iter_rows
 
-    images = load_split(args.dataset, args.split, data_dir=args.data_dir).images
+    images = load_split(args.dataset, args.split, data_dir=args.data_dir, resize=args.resize,
+                        test_fraction=args.test_fraction).images
     pca = PCA(args.components, whiten=args.whiten)
     pca.fit_batches(rows / PIXEL_MAX for rows in iter_rows(images, 4096))
     pca.save(args.out)
@@ -180,13 +215,18 @@ def cmd_pca_fit(args: argparse.Namespace) -> None:
 def _add_data_args(p: argparse.ArgumentParser, *, split: bool = True) -> None:
     from pathlib import Path
 
-    p.add_argument("--dataset", required=True, help="svhn, mnist, fashion-mnist or synth-digits (generated here)")
+    p.add_argument("--dataset", required=True, help="svhn, mnist, fashion-mnist, synth-digits (generated here), "
+                                                    "or own images: folder:PATH or npz:PATH")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the files (default: $SVHN_VAE_DATA or the user cache)")
+    p.add_argument("--resize", default="", help="own images: resize to HxW (Lanczos)")
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="own images: share held out as the test split (0: their test/ part, else 0.1)")
     if split:
         p.add_argument("--split", default=None, help="one split (default: all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `svhn-vae` argument parser: every sub-command with its flags."""
     from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="svhn-vae", description="Variational autoencoders on SVHN, MNIST and Fashion-MNIST.")
@@ -248,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `svhn-vae` command on ``argv`` (``sys.argv`` when None); returns the exit status: 0,
+    2 for a UserError (one line, no traceback), 130 after Ctrl-C."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     keep_freed_memory()

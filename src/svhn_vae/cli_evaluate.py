@@ -53,18 +53,13 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 def load_images(cfg: Config, splits: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, H, W, C) and labels (N,) of one or several '+'-joined splits of the run's
     dataset, or of 'val', the part of the training split(s) the run held out (``val_fraction``)."""
-    from svhn_vae.data import load_split
+    from svhn_vae.data.loading import joined_split
 
     if splits == VAL_SPLIT:
         if cfg.data.val_fraction == 0:
             raise UserError("--split val needs a run trained with --val-fraction > 0; it held nothing out")
         return _training_part(cfg, args, validation=True)
-    data_dir = args.data_dir if args.data_dir is not None else cfg.data.data_dir
-    parts = [load_split(cfg.data.dataset, name, data_dir=data_dir, download=args.download)
-             for name in splits.split("+")]
-    if len(parts) == 1:
-        return parts[0].images, parts[0].labels
-    return np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
+    return joined_split(cfg.data, splits, data_dir=args.data_dir, download=args.download)
 
 
 def _training_part(cfg: Config, args: argparse.Namespace, *, validation: bool = False
@@ -87,6 +82,10 @@ def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.n
     from svhn_vae.probe import latent_probe
     from svhn_vae.quality import sample_quality
 
+    asked = [name for name, on in (("probe", args.probe), ("quality", args.quality)) if on]
+    if asked and (reason := _why_no_labels(trained.config.data.dataset, train[1], test[1])):
+        log.warning("%s skipped: %s", " and ".join(asked), reason)
+        return {"skipped": {name: reason for name in asked}}
     common = {"train_images": train[0], "train_labels": train[1], "test_images": test[0], "test_labels": test[1],
               "seed": args.seed, "device": device, "progress": not args.no_progress}
     out: dict[str, Any] = {}
@@ -98,11 +97,21 @@ def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.n
     return out
 
 
+def _why_no_labels(dataset: str, train_labels: np.ndarray | None, test_labels: np.ndarray | None) -> str | None:
+    """Why the probe and the sample quality (both learn from labels) cannot run, or None when they can."""
+    if train_labels is None or test_labels is None:
+        return f"{dataset} has no labels (no class folders or labels array)"
+    if len(np.unique(train_labels)) < 2:
+        return "the training labels hold one class only (a --limit of a class-sorted folder?)"
+    return None
+
+
 def _default_out(run: Path) -> Path:
     return run / EVAL_FILE if run.is_dir() else run.with_suffix(".eval.json")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    """`svhn-vae evaluate RUN`: score the run's checkpoint, holding the run folder's lock, and write eval.json."""
     from svhn_vae.runlock import lock_if_run_folder
 
     with lock_if_run_folder(args.run):
@@ -189,6 +198,7 @@ def summary(result: dict[str, Any]) -> str:
     lines.extend(classification_lines(result.get("classification")))
     lines.extend(_probe_lines(result.get("probe"), result.get("dataset", "")))
     lines.extend(_quality_lines(result.get("quality")))
+    lines.extend(f"  {name} skipped: {reason}" for name, reason in result.get("skipped", {}).items())
     return "\n".join(lines)
 
 
@@ -215,6 +225,8 @@ def _probe_lines(probe: dict[str, Any] | None, dataset: str) -> list[str]:
     cells = [f"{count} labels {_percent(r['knn_error'], r['knn_error_std'])} / "
              f"{_percent(r['logreg_error'], r['logreg_error_std'])}"
              for count, r in probe["results"].items() if "skipped" not in r]
+    if not cells:
+        return [f"  latent probe skipped: {next(iter(probe['results'].values()))['skipped']}"]
     lines = [f"  latent probe, test error k-NN / logistic: {'; '.join(cells)}"]
     if reference := probe.get("reference", {}).get(dataset):
         published = ", ".join(f"{name.replace('_', ' at ')} labels {_percent(error)}" for name, error in reference.items())
@@ -229,7 +241,7 @@ def _quality_lines(quality: dict[str, Any] | None) -> list[str]:
     return [f"  sample quality: classifier FID {_fmt(quality['fid_classifier'], '{:.2f}')} "
             f"(train vs test floor {_fmt(quality['fid_floor_train_vs_test'], '{:.2f}')}; this tool's own classifier, "
             "not comparable with Inception FIDs)",
-            f"   {quality['classes_covered']} of 10 classes covered, label entropy "
+            f"   {quality['classes_covered']} of {round(2 ** quality['label_entropy_max_bits'])} classes covered, label entropy "
             f"{_fmt(quality['label_entropy_bits'], '{:.2f}')} of {_fmt(quality['label_entropy_max_bits'], '{:.2f}')} bits",
             *_label_control_lines(quality.get("label_control"))]
 
@@ -291,6 +303,7 @@ def compare_table(run_dirs: Sequence[Path]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    """`svhn-vae compare RUN ...`: print the runs' evaluations side by side (:func:`compare_table`)."""
     print(compare_table(args.runs))
 
 

@@ -72,11 +72,10 @@ class FigureContext:
     def test_split(self) -> Any:
         """The run's test split (config.data.test_split), from --data-dir or the run's data folder."""
         if self._split is None:
-            from svhn_vae.data import load_split
+            from svhn_vae.data.loading import load_configured
 
             data = self.trained.config.data
-            self._split = load_split(data.dataset, data.test_split, data_dir=self.data_dir or data.data_dir,
-                                     download=data.download)
+            self._split = load_configured(data, data.test_split, data_dir=self.data_dir)
         return self._split
 
     def generator(self) -> torch.Generator:
@@ -266,6 +265,7 @@ def _context(args: argparse.Namespace) -> FigureContext:
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
+    """One figure command (sample, analogies, ...): make it, save the PNG and print its path and size as JSON."""
     command = args.figure_command
     out = args.out or default_out(args.run, command.filename)
     made = command.make(_context(args), args)
@@ -305,6 +305,7 @@ def _training_samples_figure(run_dir: Path) -> list[ReportFigure]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    """`svhn-vae report RUN`: write RUN/report.html, holding the run folder's lock."""
     with lock_if_run_folder(args.run):
         _report(args)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from svhn_vae.data.custom import canonical_name, is_own, parse_resize
 from svhn_vae.errors import UserError
 
 LIKELIHOODS = ("bernoulli", "gaussian-fixed", "gaussian-relu-eps", "gaussian-logvar", "gaussian-shared",
@@ -45,6 +46,7 @@ def scored_data(likelihood: str) -> str:
 
 
 def check(ok: bool, section: str, name: str, message: str) -> None:
+    """Raise a UserError naming ``section.name`` with ``message`` unless ``ok``."""
     if not ok:
         raise UserError(f"config {section}.{name}: {message}")
 
@@ -98,7 +100,8 @@ class DataConfig:
     """Which images to train on."""
 
     dataset: str = "svhn"
-    """Dataset name: svhn, mnist, fashion-mnist or synth-digits (generated on the machine, no download)."""
+    """Dataset name: svhn, mnist, fashion-mnist, synth-digits (generated on the machine, no download),
+    or own images: folder:PATH (ImageFolder layout) or npz:PATH (arrays)."""
     data_dir: str | None = None
     """Folder with the dataset files; None: $SVHN_VAE_DATA, else the per-user cache."""
     train_split: str = "train"
@@ -114,9 +117,21 @@ class DataConfig:
     dequantize: bool = True
     """Gaussian models train on (x + U[0, 1)) / 256 with fresh noise every step, the data evaluation
     scores, and fit the PCA on it; off: pixels / 255, as the write-up did. Bernoulli models binarize."""
+    resize: str = ""
+    """Own images only: resize every image to HxW (e.g. 32x32) with Pillow's Lanczos filter; '': keep
+    the size, which must then be one for all."""
+    test_fraction: float = 0.0
+    """Own images only: share held out (seeded) as the test split; 0: the source's test/ folder or
+    test arrays, else 0.1."""
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
+        if is_own(self.dataset):
+            self.dataset = canonical_name(self.dataset)  # absolute: the run evaluates from any folder
+            parse_resize(self.resize)
+        check(is_own(self.dataset) or not (self.resize or self.test_fraction), "data", "resize",
+              "--resize and --test-fraction are for own images (folder:PATH or npz:PATH)")
+        check(0.0 <= self.test_fraction < 1.0, "data", "test_fraction", "must be in [0, 1)")
         check(0.0 <= self.val_fraction < 0.5, "data", "val_fraction", "must be in [0, 0.5)")
         check(self.limit >= 0, "data", "limit", "must be >= 0")
 
@@ -408,7 +423,7 @@ def _section_from_dict(section_cls: type, values: dict[str, Any], name: str) -> 
 # --- presets -------------------------------------------------------------------------------------
 
 def _blog_2017() -> Config:
-    """The write-up's final SVHN model (see README: 48,489,020 trainable parameters).
+    """The write-up's final SVHN model (see docs/presets.md: 48,489,020 trainable parameters).
 
     Kept as the write-up had it: codes of pixels/255 (no dequantization) and the absolute eps=0.01
     of its ReLU+eps variance, larger than most of the eigenvalues of unwhitened SVHN codes.
@@ -438,7 +453,7 @@ def _fast() -> Config:
     32nd's, at least 0.01 of each one's) so that the latents carry colour and coarse shape
     (``--likelihood gaussian-relu-eps`` gets eps = 2e-2 of each code's variance: smaller lets ReLU
     units die at the floor; 4.496 bits/dim on MNIST), 2x512 dense blocks without dropout, 24
-    latents, cosine learning rate, KL warm-up over 10 epochs. On MNIST (README, "Results") it
+    latents, cosine learning rate, KL warm-up over 10 epochs. On MNIST (docs/results.md) it
     trains in 199 s on a 2-core CPU and reaches 4.449 bits/dim on test (IWAE, K=1000), 0.84 better
     than the full-covariance Gaussian, with 27.5% k-NN error from its latents with 100 labels; on
     synth-digits 3.572 (K=100), 0.063 better, in 336 s, and its samples are coloured digits.
@@ -461,7 +476,7 @@ def _mnist_bernoulli() -> Config:
     """Pixels with a Bernoulli output on dynamically binarized MNIST, trained on the IWAE bound.
 
     2x512 dense blocks, 50 latents, k=5 importance samples (Burda et al. 2016), cosine learning
-    rate over 150 epochs. On MNIST (README, "Results") it trains in about 25 minutes on a 2-core
+    rate over 150 epochs. On MNIST (docs/results.md) it trains in about 25 minutes on a 2-core
     CPU (9.7 s per epoch) and reaches a test NLL of 85.64 nats (IWAE, K=1000; the IWAE paper's
     one-layer VAE: 86.76).
     """
@@ -485,10 +500,10 @@ def _discrete() -> Config:
     value, B's with R's and G's), corrected by a 16-channel masked-convolution network and a linear
     masked convolution over the pixels above and to the left (``context_width``; 0 makes the pixels
     independent given z). Cosine learning rate, KL warm-up over 5 epochs, 10 epochs. Measured on
-    test (README, "Results"; IWAE, K=100; one thread beside another run): MNIST (54,000 training
+    test (docs/results.md; IWAE, K=100; one thread beside another run): MNIST (54,000 training
     images) 1.147 bits/dim after 8 minutes, 0.54 better than the independent per-pixel histogram;
     synth-digits 3.329 after 32 minutes, 0.30 better than the full-covariance Gaussian. Its latents
-    code colour and background more than the digit (probe and sample quality in the README).
+    code colour and background more than the digit (probe and sample quality in docs/results.md).
     """
     return Config(
         preset="discrete",
@@ -509,7 +524,7 @@ def _hierarchical() -> Config:
     posterior, the encoder's features); the decoder reads both layers. Measured on test as
     `discrete` was: MNIST 1.141 bits/dim after 9 minutes, level with `discrete`; synth-digits
     3.534 after 42 minutes, behind `discrete`: there its latents collapse (KL 5.5 nats at the
-    end). With ``--likelihood bernoulli`` it models binarized MNIST (README, "Results").
+    end). With ``--likelihood bernoulli`` it models binarized MNIST (docs/results.md).
     """
     cfg = _discrete()
     cfg.preset = "hierarchical"
@@ -522,8 +537,8 @@ def _m2() -> Config:
 
     The label y is a latent with 10 values beside 16 style latents; a 512-512 dense classifier
     q(y|x) reads the top 50 principal components (whitened, the others are noise to a classifier
-    with few labels); alpha = 0.1 N; 100 labelled examples in every step. Measured on test (README,
-    "Few labels"): MNIST with 100 labels 27.7% after 20 epochs (21 minutes), level with the latent
+    with few labels); alpha = 0.1 N; 100 labelled examples in every step. Measured on test
+    (docs/few-labels.md): MNIST with 100 labels 27.7% after 20 epochs (21 minutes), level with the latent
     probes of `fast`; synth-digits with 1000 labels 35.1% after 6 epochs (9 minutes), better than
     every latent probe but not than a CNN on the labelled images alone (16.1%). On grey digits use
     `m1-m2`.
@@ -539,7 +554,7 @@ def _m1_m2() -> Config:
     """Kingma et al. 2014's stacked M1+M2: `m2` on the latents of a trained VAE run (``--m1 RUN``).
 
     M2 learns from fresh posterior draws of M1's latents at every step; its classifier reads all of
-    them and no output variance is pinned. Measured on MNIST (README, "Few labels") with M1 =
+    them and no output variance is pinned. Measured on MNIST (docs/few-labels.md) with M1 =
     `mnist-bernoulli --epochs 30 --iw-samples 1` (3.6 minutes) and 45 epochs here (23-25 minutes):
     test error 5.32% with 100 labels (mean of 3 label draws: 4.29%, 7.45%, 4.22%), 3.58% with
     1000; 98.8% of its decoded (prior style, label) images are read as their label.
@@ -561,7 +576,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "m1-m2": _m1_m2,
 }
 # `svhn-vae train`'s default: the preset that beats the best baseline on grey and colour data alike
-# (README, "Results"); `make demo` trains `fast`, which also beats them on colour, in a tenth of the time.
+# (docs/results.md); `make demo` trains `fast`, which also beats them on colour, in a tenth of the time.
 DEFAULT_PRESET = "discrete"
 
 

@@ -1,6 +1,6 @@
 """Held-out evaluation of a trained VAE: likelihood bounds, bits per dimension, reconstructions.
 
-Likelihoods (see ARCHITECTURE.md, "Pixel-space likelihood of a PCA model"):
+Likelihoods (see docs/evaluation.md, "Likelihood: ELBO, IWAE and bits per dimension"):
 
 * Gaussian models are scored on uniformly dequantized pixels u = (x + U[0, 1)) / 256 in [0, 1]^D
   (a seeded noise draw). A pixel model's density is on u directly. A PCA model's density is the

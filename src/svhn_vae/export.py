@@ -34,9 +34,16 @@ COPIED = (ckpt.CONFIG_FILE, ckpt.METRICS_FILE, "eval.json", "report.html")
 
 
 def dataset_record(config: Config) -> dict[str, Any]:
-    """The run's dataset, splits and the official md5 of each file they are read from (None: unpublished)."""
-    from svhn_vae.data import get_dataset
+    """The run's dataset, splits and the official md5 of each file they are read from (None: unpublished);
+    for own images, one md5 over their files' (:func:`svhn_vae.data.custom.source_digest`)."""
+    from svhn_vae.data import custom, get_dataset
 
+    data = config.data
+    if custom.is_own(data.dataset):
+        source = custom.OwnSource.from_name(data.dataset, resize=data.resize, test_fraction=data.test_fraction)
+        return {"name": data.dataset, "train_split": data.train_split, "limit": data.limit, "resize": data.resize,
+                "test_fraction": data.test_fraction, "val_fraction": data.val_fraction,
+                "source_md5": custom.source_digest(source, data_dir=data.data_dir)}
     info = get_dataset(config.data.dataset)
     files: dict[str, str | None] = {}
     for split in config.data.train_split.split("+"):

@@ -137,8 +137,12 @@ def choose(n: int, total: int, *, generator: torch.Generator | None = None) -> n
     return torch.randperm(total, generator=generator, device=device)[:n].cpu().numpy()
 
 
-def pick_per_digit(labels: np.ndarray, *, generator: torch.Generator | None = None) -> dict[int, int]:
-    """{digit: index} of one randomly chosen example of each digit 0..9 present in ``labels`` (N,)."""
+def pick_per_digit(labels: np.ndarray | None, *, n: int | None = None,
+                   generator: torch.Generator | None = None) -> dict[int, int]:
+    """{digit: index} of one randomly chosen example of each digit 0..9 present in ``labels`` (N,);
+    without labels (unlabelled own images), {row: index} of 10 random ones of ``n`` examples."""
+    if labels is None:
+        return dict(enumerate(int(i) for i in choose(N_DIGITS, n, generator=generator)))
     order = choose(len(labels), len(labels), generator=generator)
     shuffled = np.asarray(labels)[order]
     return {d: int(order[np.argmax(shuffled == d)]) for d in range(N_DIGITS) if (shuffled == d).any()}
@@ -209,13 +213,13 @@ def analogy_grid(model: VAE, representation: Representation, images: np.ndarray,
                  generator: torch.Generator | None = None, scale: int = 2, pad: int = 2) -> np.ndarray:
     """The write-up's figure: per digit one test image, then decodes of z ~ q(z|x) in its row.
 
-    Rows are the digits 0..9 present in ``labels`` (N,), in order; the example is picked from
+    Rows are the digits 0..9 present in ``labels`` (N,), in order (None: 10 random images); the example is picked from
     ``images`` (N, H, W, C) uint8 with ``generator``. Each row holds the original, optionally the
     plain reconstruction (decoded posterior mean), then ``n_samples`` decodes (means of p(x|z)).
     With ``pool`` > n_samples, that many posterior draws are made and the most diverse
     ``n_samples`` kept (:func:`most_diverse`). Returns uint8 with the size given by :func:`tile`.
     """
-    picked = pick_per_digit(labels, generator=generator)
+    picked = pick_per_digit(labels, n=len(images), generator=generator)
     rows = [_analogy_row(model, representation, images[i:i + 1], n_samples=n_samples, pool=pool,
                          reconstruction=reconstruction, generator=generator) for i in picked.values()]
     return tile(torch.cat(rows), cols=len(rows[0]), scale=scale, pad=pad)

@@ -115,14 +115,14 @@ class ResidualBlock(nn.Module):
 
 
 class ToHWC(nn.Module):
-    """(B, C, H, W) -> (B, H*W*C), the datasets' flattening order."""
+    """(B, C, H, W) -> (B, H * W * C), the datasets' flattening order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 2, 3, 1).flatten(1)
 
 
 class ToNCHW(nn.Module):
-    """(B, H*W*C) rows -> (B, C, H, W) images."""
+    """(B, H * W * C) rows -> (B, C, H, W) images."""
 
     def __init__(self, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
@@ -147,6 +147,9 @@ def conv_stack(image_shape: tuple[int, int, int], channels: tuple[int, ...], res
 
 
 class ConvEncoder(nn.Module):
+    """q(z|x) on pixels: stride-2 convolutions (``conv_channels``, optional ResNet blocks), then linear mean
+    and log-variance heads; maps (B, H * W * C) rows to two (B, latent_dim) tensors."""
+
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.to_images = ToNCHW(image_shape)
@@ -155,7 +158,7 @@ class ConvEncoder(nn.Module):
         self.logvar = nn.Linear(self.feature_dim, cfg.latent_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H*W*C) -> (B, feature_dim) the flattened features of the last convolution."""
+        """(B, H * W * C) -> (B, feature_dim) the flattened features of the last convolution."""
         return self.convs(self.to_images(x))
 
     def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +169,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
+    """p(x|z) on pixels: a dense layer to the smallest feature map, stride-2 transposed convolutions that
+    invert the encoder's sizes, and a convolutional output head; maps (B, latent_dim) to the likelihood's
+    distribution over (B, H * W * C)."""
+
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
         sizes = _conv_sizes(image_shape[0], len(cfg.conv_channels))

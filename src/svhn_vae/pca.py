@@ -111,7 +111,8 @@ class PCA:
             ratio = torch.cumsum(eigvals, 0) / eigvals.sum()
             return int(torch.searchsorted(ratio, torch.tensor(k, dtype=ratio.dtype), right=True)) + 1
         if not (isinstance(k, int) and 0 < k <= len(eigvals)):
-            raise UserError(f"PCA n_components={k} must be an int in [1, {len(eigvals)}] or a fraction in (0, 1)")
+            raise UserError(f"PCA n_components={k} must be an int in [1, {len(eigvals)}] (the values of one image) "
+                            f"or a fraction in (0, 1); give --components {len(eigvals)} or fewer")
         return k
 
     def _set_fitted(self, mean: torch.Tensor, vecs: torch.Tensor, eigvals: torch.Tensor, n: int, *,

@@ -20,6 +20,7 @@ as ``reference`` (the protocol matches, the classifier does not).
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.errors import UserError
 
 __all__ = ["REFERENCE", "balanced_indices", "encode_means", "knn_k", "latent_probe", "probe_features"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LABEL_COUNTS: tuple[int | None, ...] = (100, 1000, None)
 KNN_MAX_K = 5
@@ -161,12 +164,19 @@ def probe_features(features_train: np.ndarray, labels_train: np.ndarray, feature
 
     Returns ``{"100": {...}, "1000": {...}, "all": {...}}`` keyed by label count, each with
     ``knn_error``, ``knn_error_std``, ``logreg_error``, ``logreg_error_std`` (fractions of the test
-    set), ``labels``, ``draws`` and ``knn_k``; a count larger than the training set gives
-    ``{"skipped": reason}``. ``max_train`` subsamples the "all" case (seeded).
+    set), ``labels``, ``draws`` and ``knn_k``; a count larger than the training set, or training
+    labels of one class only, gives ``{"skipped": reason}``. A count that is not a multiple of the
+    number of classes C uses the largest multiple below it (``labels`` says how many, ``note``
+    why). ``max_train`` subsamples the "all" case (seeded).
     """
     if draws < 1:
         raise UserError("probe: draws must be >= 1")
+    if len(np.unique(labels_train)) < 2:
+        reason = "the training labels hold one class only (a --limit of a class-sorted folder?)"
+        log.warning("probe skipped: %s", reason)
+        return {"all" if n is None else str(n): {"skipped": reason} for n in label_counts}
     results: dict[str, dict[str, Any]] = {}
+    n_classes = len(np.unique(labels_train))
     with tqdm(total=sum(draws if n is not None else 1 for n in label_counts), desc="probe", unit="fit",
               disable=not progress) as bar:
         for n in label_counts:
@@ -174,8 +184,11 @@ def probe_features(features_train: np.ndarray, labels_train: np.ndarray, feature
             if n is not None and n > len(labels_train):
                 results[key] = {"skipped": f"needs {n} labelled examples, the training set has {len(labels_train)}"}
                 continue
-            results[key] = _probe_one(features_train, labels_train, features_test, labels_test, n,
+            balanced = n if n is None else n - n % n_classes  # e.g. 99 labels over 3 classes for "100"
+            results[key] = _probe_one(features_train, labels_train, features_test, labels_test, balanced,
                                       draws=draws, max_train=max_train, seed=seed, bar=bar)
+            if balanced != n:
+                results[key]["note"] = f"{balanced} labels: the largest multiple of the {n_classes} classes up to {n}"
     return results
 
 

@@ -7,9 +7,9 @@ This is *not* the Inception FID of the literature: the numbers are comparable on
 tool (same dataset, same classifier settings). The same distance between training and test
 images is reported as the floor that real data reaches.
 
-Diversity: the classifier's predicted labels of the samples give a histogram over the 10 classes,
+Diversity: the classifier's predicted labels of the samples give a histogram over the C classes,
 the number of classes holding at least 1 % of the samples, the histogram's entropy in bits (at
-most log2(10) = 3.32) and the mean confidence (mean max softmax probability).
+most log2(C), 3.32 bits for 10 classes) and the mean confidence (mean max softmax probability).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NUM_CLASSES = 10
+"""Classes of a cached classifier that does not record them (all built-in datasets have 10)."""
 COVERED_FRACTION = 0.01
 CLASSIFIER_FORMAT = 1
 NOTE = ("domain-specific FID in the feature space of svhn-vae's own classifier (not Inception); "
@@ -68,9 +70,10 @@ class ClassifierSettings:
 
 
 class FeatureClassifier(nn.Module):
-    """A small CNN on pixels/255 (B, C, H, W): stride-2 conv blocks -> 128-d features -> 10 logits."""
+    """A small CNN on pixels/255 (B, C, H, W): stride-2 conv blocks -> 128-d features -> one logit per class."""
 
-    def __init__(self, image_shape: tuple[int, int, int], settings: ClassifierSettings) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], settings: ClassifierSettings, *,
+                 classes: int = NUM_CLASSES) -> None:
         super().__init__()
         h, w, c = image_shape
         blocks: list[nn.Module] = []
@@ -79,10 +82,10 @@ class FeatureClassifier(nn.Module):
             blocks += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
             c, h, w = out, (h + 1) // 2, (w + 1) // 2
         self.trunk = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(c * h * w, settings.feature_dim), nn.ReLU())
-        self.head = nn.Linear(settings.feature_dim, NUM_CLASSES)
+        self.head = nn.Linear(settings.feature_dim, classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (B, feature_dim) and logits (B, 10)."""
+        """Features (B, feature_dim) and logits (B, classes)."""
         features = self.trunk(x)
         return features, self.head(features)
 
@@ -97,11 +100,12 @@ def _to_input(images: np.ndarray, device: str | torch.device) -> torch.Tensor:
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, *, settings: ClassifierSettings = ClassifierSettings(),
                      device: str | torch.device = "cpu", progress: bool = False) -> FeatureClassifier:
-    """Train the classifier on uint8 images (N, H, W, C) with labels 0..9 (N,); returned in eval mode."""
+    """Train the classifier on uint8 images (N, H, W, C) with labels 0..C-1 (N,), C = the largest
+    label + 1; returned in eval mode."""
     gen = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the global RNG alone
         torch.manual_seed(settings.seed)
-        model = FeatureClassifier(images.shape[1:], settings).to(device)
+        model = FeatureClassifier(images.shape[1:], settings, classes=int(np.max(labels)) + 1).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     total_steps = settings.epochs * -(-len(images) // settings.batch_size)
     # a linear decay to zero: a few epochs reach the accuracy that a constant rate needs many for
@@ -129,13 +133,15 @@ def default_classifier_path(dataset: str, images: np.ndarray, labels: np.ndarray
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     digest.update(repr((images.shape, dataclasses.astuple(settings), CLASSIFIER_FORMAT)).encode())
     digest.update(np.ascontiguousarray(images[:: max(1, len(images) // 100)]).tobytes())
-    return user_cache_dir() / "classifiers" / f"{dataset}-{digest.hexdigest()[:16]}.pt"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-")[-40:]  # own images: 'folder:/a/b' -> 'folder-a-b'
+    return user_cache_dir() / "classifiers" / f"{name}-{digest.hexdigest()[:16]}.pt"
 
 
 def _save_classifier(path: Path, model: FeatureClassifier, *, settings: ClassifierSettings,
                      image_shape: tuple[int, ...], seconds: float) -> None:
     state = {"format_version": CLASSIFIER_FORMAT, "settings": dataclasses.asdict(settings),
-             "image_shape": list(image_shape), "model": model.state_dict(), "train_seconds": seconds}
+             "image_shape": list(image_shape), "classes": model.head.out_features, "model": model.state_dict(),
+             "train_seconds": seconds}
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
 
@@ -144,7 +150,8 @@ def _load_classifier(path: Path, device: str | torch.device) -> tuple[FeatureCla
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         settings = ClassifierSettings(**{**state["settings"], "channels": tuple(state["settings"]["channels"])})
-        model = FeatureClassifier(tuple(state["image_shape"]), settings).to(device)
+        model = FeatureClassifier(tuple(state["image_shape"]), settings,
+                                  classes=int(state.get("classes", NUM_CLASSES))).to(device)
         model.load_state_dict(state["model"])
     except Exception as e:  # torch raises many types for corrupt or foreign files
         raise UserError(f"cannot read classifier {path} ({type(e).__name__}); delete it to retrain") from None
@@ -181,7 +188,7 @@ def load_or_train_classifier(*, dataset: str, train_images: np.ndarray, train_la
 @torch.no_grad()
 def classifier_features(model: FeatureClassifier, images: np.ndarray, *, batch_size: int = 1000,
                         device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, feature_dim) float64 and softmax probabilities (N, 10) of uint8 images (N, H, W, C)."""
+    """Features (N, feature_dim) float64 and softmax probabilities (N, C) of uint8 images (N, H, W, C)."""
     feats, probs = [], []
     for start in range(0, len(images), batch_size):
         f, logits = model(_to_input(images[start:start + batch_size], device))
@@ -241,10 +248,10 @@ def _fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
 
 
 def label_diversity(probs: np.ndarray) -> dict[str, Any]:
-    """Diversity of softmax outputs (N, 10): predicted-label histogram (fractions), classes holding
+    """Diversity of softmax outputs (N, C): predicted-label histogram (fractions), classes holding
     at least ``COVERED_FRACTION`` of the predictions, the histogram's entropy in bits and the mean
     max-probability."""
-    hist = np.bincount(probs.argmax(axis=1), minlength=NUM_CLASSES) / len(probs)
+    hist = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / len(probs)
     nonzero = hist[hist > 0]
     return {
         "label_histogram": [float(h) for h in hist],
@@ -300,7 +307,7 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
                    classifier: ClassifierSettings = ClassifierSettings(), progress: bool = False) -> dict[str, Any]:
     """Domain-specific FID of ``n_samples`` generated images against (up to n_samples) test images.
 
-    Images are uint8 (N, H, W, C), labels 0..9. Returns a JSON-serialisable dict: ``fid_classifier``
+    Images are uint8 (N, H, W, C), labels 0..C-1. Returns a JSON-serialisable dict: ``fid_classifier``
     (squared feature units), ``fid_floor_train_vs_test`` (the same distance for as many training
     images: what real data reaches), the classifier's test accuracy (fraction) and cache facts, and
     the samples' label diversity (see :func:`label_diversity`), with ``test_set`` giving the test
@@ -335,7 +342,7 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         "classifier": info,
         **label_diversity(sample_probs),
         "classes_covered_threshold": COVERED_FRACTION,
-        "label_entropy_max_bits": float(np.log2(NUM_CLASSES)),
+        "label_entropy_max_bits": float(np.log2(test_probs.shape[1])),
         "test_set": label_diversity(test_probs[ref_idx]),
         "seed": seed,
         "note": NOTE,

@@ -73,7 +73,7 @@ class Representation:
 
     @property
     def data_dim(self) -> int:
-        """D of the VAE's input: K for PCA codes, H*W*C for pixels."""
+        """D of the VAE's input: K for PCA codes, H * W * C for pixels."""
         return self.pca.n_components_ if self.pca is not None else self.pixel_dim
 
     @classmethod

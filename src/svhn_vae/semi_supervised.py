@@ -33,6 +33,9 @@ def choose_labelled(labels: np.ndarray, n: int, *, classes: int, seed: int) -> n
     """Sorted indices of ``n`` examples, n // classes of every class (the first n % classes classes one
     more), drawn without replacement with ``seed``."""
     labels = np.asarray(labels)
+    if labels.max() >= classes:
+        raise UserError(f"the labels go up to {labels.max()}, more than --classes {classes} holds; "
+                        f"give --classes {labels.max() + 1}")
     rng = np.random.default_rng(seed)
     chosen = []
     for c in range(classes):

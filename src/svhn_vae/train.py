@@ -62,6 +62,8 @@ class TrainData:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: the trained model, its representation (the PCA), the per-epoch
+    metrics and whether early stopping ended it."""
     model: VAE
     representation: Representation
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -69,6 +71,8 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for --device (``auto``: CUDA when PyTorch sees a GPU, else CPU); a UserError
+    for CUDA without a GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -86,17 +90,17 @@ def validation_split(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_train_data(cfg: Config) -> TrainData:
     """Load the configured training split(s) and hold out ``val_fraction`` of them (seeded)."""
-    from svhn_vae.data import load_split
+    from svhn_vae.data.loading import joined_split
 
-    splits = [load_split(cfg.data.dataset, name, data_dir=cfg.data.data_dir, download=cfg.data.download)
-              for name in cfg.data.train_split.split("+")]
-    images, labels = (parts[0] if len(parts) == 1 else np.concatenate(parts)
-                      for parts in ([s.images for s in splits], [s.labels for s in splits]))
+    images, labels = joined_split(cfg.data, cfg.data.train_split)
     n = cfg.data.limit or len(images)
     train_idx, val_idx = validation_split(cfg, n) if cfg.data.val_fraction else (np.arange(n), None)
     data = TrainData(images[train_idx] if val_idx is not None else images[:n],
                      None if val_idx is None else images[val_idx])
     if cfg.train.labels:
+        if labels is None:
+            raise UserError(f"{cfg.data.dataset} has no labels (no class folders or labels array); "
+                            "M2 needs them: train another preset")
         data.labels = labels[train_idx]
         data.labelled = choose_labelled(data.labels, cfg.train.labels, classes=cfg.model.classes, seed=cfg.train.seed)
     return data

@@ -2,7 +2,8 @@
 
 Loading does not check md5s (the SVHN extra split is 1.3 GB); verification is explicit, with
 ``verify_split`` or ``info``. Every dataset comes back the same way: uint8 NHWC images and int64
-labels in 0..9.
+labels in 0..C-1 (0..9 for the built-in ones), or no labels for own images without classes.
+Own images (``folder:PATH``, ``npz:PATH``) are loaded through :mod:`svhn_vae.data.custom`.
 """
 
 from __future__ import annotations
@@ -10,17 +11,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from svhn_vae.data import synth_digits
+from svhn_vae.data import custom, synth_digits
 from svhn_vae.data.download import NetworkUnavailable, check_split, download_split
 from svhn_vae.data.mat_cache import load_mat_cached
 from svhn_vae.data.paths import locate_split, resolve_data_dir
 from svhn_vae.data.readers import read_idx_split
 from svhn_vae.data.registry import DatasetInfo, SplitInfo, get_dataset
 from svhn_vae.errors import UserError
+
+if TYPE_CHECKING:
+    from svhn_vae.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,24 +35,31 @@ class Split:
 
     images: np.ndarray
     """uint8 (N, H, W, C); a read-only memmap for SVHN."""
-    labels: np.ndarray
-    """int64 (N,), digits/classes 0..9 (SVHN's label 10 is already mapped to 0)."""
+    labels: np.ndarray | None
+    """int64 (N,), classes 0..C-1 (SVHN's label 10 is already mapped to 0); None: unlabelled
+    (own images without class folders or labels)."""
     dataset: str
     split: str
 
     def __len__(self) -> int:
         """Number of examples N."""
-        return len(self.labels)
+        return len(self.images)
 
 
 def load_split(
-    dataset: str, split: str, *, data_dir: str | Path | None = None, download: bool = False
+    dataset: str, split: str, *, data_dir: str | Path | None = None, download: bool = False, resize: str = "",
+    test_fraction: float = 0.0,
 ) -> Split:
     """Load ``dataset``/``split`` from ``data_dir`` (see ``resolve_data_dir``).
 
     Missing files are downloaded if ``download``, else a UserError says which file is missing
-    where and how to get it. md5s are not checked here (use ``verify_split``).
+    where and how to get it. md5s are not checked here (use ``verify_split``). ``resize`` ("HxW")
+    and ``test_fraction`` apply to own images only (:mod:`svhn_vae.data.custom`).
     """
+    if custom.is_own(dataset):
+        source = custom.OwnSource.from_name(dataset, resize=resize, test_fraction=test_fraction)
+        return Split(*custom.load_split_arrays(source, split, data_dir=data_dir), source.name, split)
+    refuse_own_options(dataset, resize, test_fraction)
     info = get_dataset(dataset)
     split_info = info.split(split)
     if info.file_format == "generated":  # made here, whatever ``download`` says: nothing is fetched
@@ -67,6 +78,31 @@ def load_split(
     return Split(images, labels, dataset, split)
 
 
+def load_configured(data: DataConfig, split: str, *, data_dir: str | Path | None = None,
+                    download: bool | None = None) -> Split:
+    """:func:`load_split` of a run's data settings; ``data_dir`` and ``download`` override the run's."""
+    return load_split(data.dataset, split, data_dir=data.data_dir if data_dir is None else data_dir,
+                      download=data.download if download is None else download, resize=data.resize,
+                      test_fraction=data.test_fraction)
+
+
+def joined_split(data: DataConfig, splits: str, *, data_dir: str | Path | None = None,
+                 download: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images and labels (None: unlabelled) of one or several '+'-joined splits, e.g. 'train+extra',
+    as :func:`load_configured` gives them."""
+    parts = [load_configured(data, name, data_dir=data_dir, download=download) for name in splits.split("+")]
+    if len(parts) == 1:
+        return parts[0].images, parts[0].labels
+    labels = None if parts[0].labels is None else np.concatenate([p.labels for p in parts])
+    return np.concatenate([p.images for p in parts]), labels
+
+
+def refuse_own_options(dataset: str, resize: str, test_fraction: float | None) -> None:
+    """UserError when own-images options come with a built-in dataset."""
+    if resize or test_fraction:
+        raise UserError(f"--resize and --test-fraction are for own images (folder:PATH, npz:PATH), not {dataset}")
+
+
 def _split_paths(
     info: DatasetInfo, split: SplitInfo, data_dir: str | Path | None, *, download: bool
 ) -> list[Path]:
@@ -79,13 +115,19 @@ def _split_paths(
     return download_split(info.name, split.name, data_dir=data_dir)
 
 
-def info(dataset: str, *, data_dir: str | Path | None = None) -> dict[str, Any]:
+def info(dataset: str, *, data_dir: str | Path | None = None, resize: str = "",
+         test_fraction: float = 0.0) -> dict[str, Any]:
     """Describe ``dataset`` and what is on disk, verifying the md5 of every file found.
 
     Returns ``{"dataset", "data_dir", "image_shape", "splits": {split: {"num_examples",
     "present", "verified", "files": [{"name", "path", "status", "expected_md5",
-    "actual_md5", "description"}]}}}``; ``num_examples`` is the official count.
+    "actual_md5", "description"}]}}}``; ``num_examples`` is the official count. Own images are
+    converted first and described by :func:`svhn_vae.data.custom.describe`.
     """
+    if custom.is_own(dataset):
+        source = custom.OwnSource.from_name(dataset, resize=resize, test_fraction=test_fraction)
+        return custom.describe(source, data_dir=data_dir)
+    refuse_own_options(dataset, resize, test_fraction)
     meta = get_dataset(dataset)
     return {
         "dataset": meta.name,
@@ -125,6 +167,8 @@ def ready_dataset(dataset: str, *, splits: tuple[str, ...] = ("train", "test"), 
     warning and make the fallback (a generated dataset needs no network) available instead.
     Other failures (a wrong checksum, an HTTP error) are raised as they are.
     """
+    if custom.is_own(dataset):  # nothing to fetch: the first load converts it
+        return custom.canonical_name(dataset)
     try:
         return _make_available(dataset, splits, data_dir)
     except NetworkUnavailable as err:

@@ -184,7 +184,8 @@ def get_dataset(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         valid = ", ".join(sorted(DATASETS))
-        raise UserError(f"unknown dataset {name!r}; choose one of: {valid}") from None
+        raise UserError(f"unknown dataset {name!r}; choose one of: {valid}, or own images as folder:PATH "
+                        "or npz:PATH") from None
 
 
 def download_command(dataset: str) -> str:

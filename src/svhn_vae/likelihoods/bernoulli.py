@@ -41,6 +41,8 @@ class Bernoulli:
 
 
 class BernoulliHead(nn.Module):
+    """Decoder head of independent Bernoulli pixels: one logit per dimension, started at the data's marginals."""
+
     def __init__(self, output_layer: OutputLayer, *, data_dim: int) -> None:
         super().__init__()
         self.logits = output_layer(data_dim)

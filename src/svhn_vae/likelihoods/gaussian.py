@@ -151,6 +151,9 @@ class GaussianHead(nn.Module):
 
 
 class FixedVarianceHead(GaussianHead):
+    """``gaussian-fixed``: a constant variance, ``fixed_variance`` (times each dimension's data variance when
+    relative); only the mean is learned (Doersch's tutorial VAE)."""
+
     def init_variance(self, var: torch.Tensor) -> None:
         pass  # nothing to learn: fixed_variance (times data_var when relative) is the variance
 

@@ -1,4 +1,4 @@
-"""The model families, one per module, all with one contract (see ARCHITECTURE.md).
+"""The model families, one per module, all with one contract.
 
 A model returns per-example terms in nats (:class:`ElboTerms`: log p(x|z) and the KL; with k
 importance samples their per-sample values), decodes latents (B, L) to its likelihood's

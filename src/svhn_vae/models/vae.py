@@ -176,4 +176,5 @@ class VAE(nn.Module):
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
+    """The number of parameters of ``model`` (only those that train, unless ``trainable_only=False``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
