@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from svhn_vae.atomic import write_file
-from svhn_vae.data.images import IMAGE_EXTENSIONS, RESIZE_FILTER, decode_image, is_image_file, resize_pixels
+from svhn_vae.data.checksums import md5sum
+from svhn_vae.data.images import IMAGE_EXTENSIONS, RESIZE_FILTER, decode_image, is_image_file
+from svhn_vae.data.npz import Arrays, read_arrays
 from svhn_vae.data.paths import data_root
 from svhn_vae.errors import UserError
 
@@ -50,8 +51,6 @@ SPLIT_SEED = 0
 CACHE_FORMAT = 1
 RECORD_FILE = "record.json"
 
-Arrays = tuple[np.ndarray, "np.ndarray | None"]
-"""uint8 images (N, H, W, C) and int64 labels (N,) or None (unlabelled)."""
 
 
 def is_own(dataset: str) -> bool:
@@ -238,7 +237,9 @@ def _convert(source: OwnSource, folder: Path) -> dict[str, Any]:
     if source.kind == "folder":
         parts, classes, hashes = _read_folder(source)
     else:
-        parts, classes, hashes = _read_arrays(source)
+        parts, classes = read_arrays(source.path, source.resize)
+        stat = source.path.stat()
+        hashes = {source.path.name: [stat.st_size, stat.st_mtime_ns, md5sum(source.path, decompress=False)]}
     splits = _train_test(source, parts)
     _check_labels(source, splits, classes)
     record = {"options": source.options(), "classes": classes, "image_shape": list(splits["train"][0].shape[1:]),
@@ -291,56 +292,6 @@ def _check_shapes(files: list[Path], pixels: list[np.ndarray]) -> None:
                             f"give --resize {first[0]}x{first[1]} (Lanczos) or resize them yourself")
 
 
-def _read_arrays(source: OwnSource) -> tuple[dict[str, Arrays], list[str] | None, dict[str, list[Any]]]:
-    """The parts of a ``.npz``/``.npy`` file, its class names and the file's [size, mtime_ns, md5]."""
-    path = source.path
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        arrays = {"images": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: not a readable .npz or .npy file ({err}); write it with numpy.savez") from None
-    train = "train_" if "train_images" in arrays else "" if "images" in arrays else None
-    if train is None:
-        raise UserError(f"{path}: holds no 'images' or 'train_images' array (it has {', '.join(arrays) or 'none'})")
-    named = {"train": train, "test": "test_"} if train or "test_images" in arrays else {"all": ""}
-    parts = {name: (_checked_images(path, arrays[p + "images"], source.resize), _checked_labels(path, arrays, p))
-             for name, p in named.items() if p + "images" in arrays}
-    names = arrays.get("class_names")
-    classes = None if parts[next(iter(parts))][1] is None else (
-        [str(n) for n in names] if names is not None else [str(c) for c in range(_max_label(parts) + 1)])
-    stat = path.stat()
-    return parts, classes, {path.name: [stat.st_size, stat.st_mtime_ns, _file_md5(path)]}
-
-
-def _checked_images(path: Path, images: np.ndarray, resize: tuple[int, int] | None) -> np.ndarray:
-    """uint8 (N, H, W, C) with C 1 or 3, resized if asked; UserError naming the file otherwise."""
-    if images.dtype != np.uint8:
-        raise UserError(f"{path}: images are {images.dtype}, not uint8; scale them to 0..255 and convert")
-    images = images[..., None] if images.ndim == 3 else images
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
-        raise UserError(f"{path}: images have shape {images.shape}; need (N, H, W) or (N, H, W, 1 or 3), N > 0")
-    if resize is None or images.shape[1:3] == resize:
-        return images
-    return np.stack([resize_pixels(image, resize) for image in images])
-
-
-def _checked_labels(path: Path, arrays: dict[str, np.ndarray], prefix: str) -> np.ndarray | None:
-    """int64 labels (N,) of ``prefix``images, or None; UserError for a wrong dtype, length or range."""
-    labels = arrays.get(prefix + "labels")
-    if labels is None:
-        return None
-    n = len(arrays[prefix + "images"])
-    if labels.dtype.kind not in "iu" or labels.shape != (n,):
-        raise UserError(f"{path}: {prefix}labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}")
-    if labels.min() < 0:
-        raise UserError(f"{path}: {prefix}labels out of range: {labels.min()} (labels are 0..C-1)")
-    return labels.astype(np.int64)
-
-
-def _max_label(parts: dict[str, Arrays]) -> int:
-    return max(int(labels.max()) for _, labels in parts.values() if labels is not None)
-
-
 def _train_test(source: OwnSource, parts: dict[str, Arrays]) -> dict[str, Arrays]:
     """{'train', 'test'} arrays: the source's own, or a seeded ``test_fraction`` of its one part."""
     if "all" not in parts and "test" in parts:
@@ -385,14 +336,6 @@ def _md5(array: np.ndarray) -> str:
     return hashlib.md5(np.ascontiguousarray(array).data).hexdigest()
 
 
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_record(folder: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((folder / RECORD_FILE).read_text())
@@ -414,7 +357,7 @@ def _still_fresh(source: OwnSource, record: dict[str, Any], stamps: dict[str, tu
         return False
     moved = [rel for rel, stamp in stamps.items() if tuple(files[rel][:2]) != stamp]
     root = source.path if source.kind == "folder" else source.path.parent
-    if any(_file_md5(root / rel) != files[rel][2] for rel in moved):
+    if any(md5sum(root / rel, decompress=False) != files[rel][2] for rel in moved):
         return False
     if moved:
         for rel in moved:
@@ -427,7 +370,7 @@ def _verify(source: OwnSource, folder: Path, record: dict[str, Any]) -> None:
     """Hash every source file and cached array again; UserError naming the first that differs."""
     root = source.path if source.kind == "folder" else source.path.parent
     for rel, (_, _, md5) in sorted(record["files"].items()):
-        if _file_md5(root / rel) != md5:
+        if md5sum(root / rel, decompress=False) != md5:
             raise UserError(f"{root / rel} changed while its stamp did not; delete {folder} to convert again")
     for name, part in record["splits"].items():
         images_path, labels_path = _cache_paths(folder, name)
