@@ -3,8 +3,9 @@
 The images are ``synth-digits`` (32x32x3, SVHN's shape, generated on the machine), so no download
 is needed; the pixel preset gets their grey 28x28 centres (MNIST's shape). PCA fitting happens before the timed epoch, as in real training. The figure is the
 ``images_per_s`` the training loop itself logs in ``metrics.jsonl``. Dequantized models make
-their inputs afresh at every step (uniform noise, then the PCA projection); that part is timed
-alone over one epoch's batches too (``input_seconds_per_epoch``, and its share of the epoch).
+their inputs afresh at every step (uniform noise on pixels, or its Gaussian in code space for a
+PCA model: see svhn_vae.representation); that part is timed alone over one epoch's batches too
+(``input_seconds_per_epoch``, and its share of the epoch).
 
 Run:  .venv/bin/python bench/train_speed.py --preset fast [--n 73257] [--epochs 1] [--device auto]
 Prints one JSON line at the end: preset, n, device, parameters, images_per_s, seconds_per_epoch,

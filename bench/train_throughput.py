@@ -12,20 +12,26 @@ process, for the same preset and batch size:
   optimizer, forward and backward, images/s (in fp32 and under bf16 autocast);
 * the matrix-product rate of the machine (a 2048 x 2048 by batch x 2048 product, GFLOP/s);
 
-and the ratios that matter: fp32 loop / fp32 ceiling, bf16 loop / fp32 loop; and how far the
-bf16 run's loss after the same steps (same seed, same data) is from the fp32 one's.
+and the ratios that matter: fp32 loop / fp32 ceiling, bf16 loop / fp32 loop, the fp32 loop with
+``--compile`` / without; and how far the bf16 and the compiled runs' losses after the same steps
+(same seed, same data) are from the fp32 one's. The CPU's model name and the instruction sets that
+matter here (AVX2, AVX-512, its BF16 and VNNI parts, AMX) head the result, so figures of different
+machines (AMD EPYC, Intel Xeon with AMX) are never mixed up.
 
-Run:  .venv/bin/python bench/train_throughput.py [--presets fast blog-2017] [--n 12000] [--epochs 2]
-Prints one JSON line at the end: {preset: {fp32_images_per_s, bf16_images_per_s, ceiling_fp32_images_per_s,
-ceiling_bf16_images_per_s, gflop_per_image, fp32_of_ceiling, bf16_speedup, fp32_loss, bf16_loss,
-bf16_loss_rel_diff, batch_size}, matmul_gflops: {fp32, bf16}}.
+Run:  .venv/bin/python bench/train_throughput.py [--presets fast blog-2017] [--n 12000] [--epochs 2] [--no-compile]
+Prints one JSON line at the end: {cpu: {model, isa, torch_capability}, threads, n, matmul_gflops: {fp32, bf16},
+preset: {fp32_images_per_s, bf16_images_per_s, compiled_images_per_s, ceiling_fp32_images_per_s,
+ceiling_bf16_images_per_s, gflop_per_image, fp32_of_ceiling, bf16_speedup, compile_speedup, fp32_loss,
+bf16_loss, compiled_loss, bf16_loss_rel_diff, compiled_loss_rel_diff, batch_size}}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,6 +42,20 @@ from svhn_vae.data import synth_digits
 from svhn_vae.precision import autocast
 from svhn_vae.train import TrainData, train
 from svhn_vae.models import VAE, build_vae
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+"""/proc/cpuinfo flags that decide how fast the fp32 and bf16 products can be."""
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, which of :data:`ISA_FLAGS` it has, and the kernels PyTorch picked."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    model = " ".join(fields.get("model name\t", fields.get("model name", platform.processor())).split())
+    flags = set(" ".join(v for k, v in fields.items() if k.strip() == "flags").split())
+    return {"model": model or platform.machine(), "isa": [f for f in ISA_FLAGS if f in flags],
+            "torch_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def linear_shapes(model: VAE) -> list[tuple[int, int]]:
@@ -77,10 +97,10 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, batch: int = 1000) -> fl
     return 2 * batch * size * size * _timed(lambda: a @ b, seconds=2.0) / 1e9
 
 
-def loop_run(preset: str, precision: str, images, epochs: int) -> tuple[float, float]:
+def loop_run(preset: str, precision: str, images, epochs: int, *, compile: bool = False) -> tuple[float, float]:
     """The last epoch's images/s and training loss (nats per example) of the real training loop."""
     cfg = get_preset(preset).replace("train", epochs=epochs, precision=precision, device="cpu", sample_every=0,
-                                     early_stopping="none", kl_warmup_epochs=0, warmup_steps=0)
+                                     early_stopping="none", kl_warmup_epochs=0, warmup_steps=0, compile=compile)
     last = train(cfg, data=TrainData(images)).history[-1]
     return last["images_per_s"], last["loss"]
 
@@ -90,11 +110,13 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["fast", "blog-2017"])
     parser.add_argument("--n", type=int, default=12_000, help="training images per epoch (blog-2017: 12 steps)")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true", help="skip the --compile run (it compiles first)")
     args = parser.parse_args()
     keep_freed_memory()  # as the command line does
 
+    print(cpu_info(), flush=True)
     images = synth_digits.generate(args.n, seed=0, split="train")[0]
-    result: dict = {"threads": torch.get_num_threads(), "n": args.n,
+    result: dict = {"cpu": cpu_info(), "threads": torch.get_num_threads(), "n": args.n,
                     "matmul_gflops": {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}}
     for preset in args.presets:
         cfg = get_preset(preset)
@@ -105,6 +127,11 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             row[f"{precision}_images_per_s"], row[f"{precision}_loss"] = loop_run(preset, precision, images, args.epochs)
             row[f"ceiling_{precision}_images_per_s"] = linear_ceiling(shapes, batch, precision)
+        if not args.no_compile:
+            row["compiled_images_per_s"], row["compiled_loss"] = loop_run(preset, "fp32", images, args.epochs,
+                                                                          compile=True)
+            row["compile_speedup"] = row["compiled_images_per_s"] / row["fp32_images_per_s"]
+            row["compiled_loss_rel_diff"] = abs(row["compiled_loss"] - row["fp32_loss"]) / abs(row["fp32_loss"])
         row["fp32_of_ceiling"] = row["fp32_images_per_s"] / row["ceiling_fp32_images_per_s"]
         row["bf16_speedup"] = row["bf16_images_per_s"] / row["fp32_images_per_s"]
         row["bf16_loss_rel_diff"] = abs(row["bf16_loss"] - row["fp32_loss"]) / abs(row["fp32_loss"])

@@ -12,7 +12,8 @@ from svhn_vae.baselines import RIDGE, diagonal_log_prob, fit_full_pca, full_gaus
 from svhn_vae.config import LIKELIHOODS, ModelConfig
 from svhn_vae.errors import UserError
 from svhn_vae.models.vae import VAE, ElboTerms, gaussian_kl, loss_from_terms
-from svhn_vae.representation import Representation, dequantize
+from svhn_vae.pca import PCA
+from svhn_vae.representation import NOISE_STD, Representation, code_noise_kurtosis, dequantize
 from svhn_vae.schedule import lr_factor
 from svhn_vae.train import TrainData, train
 from test_train import synthetic_images, tiny_config
@@ -92,15 +93,33 @@ def test_dequantized_inputs_lie_in_their_bins_and_change_every_time(images):
     assert torch.allclose(rep.to_input(stored), (stored.float() + 0.5) / 256)  # fixed input: bin centres
 
 
-def test_pca_codes_are_projected_fresh_each_epoch(images):
-    cfg = tiny_config().replace("pca", components=64)  # all 64 pixels: the projection is invertible
+def test_pca_code_noise_has_the_projected_uniform_noises_mean_and_covariance(images):
+    """Training noise drawn in code space: fresh every time, and of the exact first two moments of the
+    projected pixel noise ((U - 1/2) / 256 @ V^T, whitened), which is what the slow way drew."""
+    cfg = tiny_config().replace("pca", components=16, whiten=True)
     rep = Representation.fit(cfg, [images])
-    stored = rep.prepare(images)
+    stored = rep.prepare(np.repeat(images, 20, axis=0))  # 4,000 rows: covariances to a few percent
+    centres = rep.to_input(stored)
+    assert torch.allclose(centres, rep.encode(np.repeat(images, 20, axis=0)))  # no noise: the bin centres' codes
     a, b = rep.to_input(stored, noise=True), rep.to_input(stored, noise=True)
-    assert not torch.equal(a, b)
-    u = rep.pca.inverse_transform(a.double())
-    assert u.min() > -1e-5 and u.max() < 1 + 1e-5
-    assert torch.equal(torch.floor(u * 256 + 1e-6).to(torch.uint8).flatten(), stored.flatten())
+    assert not torch.equal(a, b) and stored.dtype == torch.float32
+    lam = rep.pca.explained_variance_.double()
+    expected = torch.diag(NOISE_STD ** 2 / lam)
+    drawn = torch.cov((a - centres).double().T)
+    pixels = torch.tensor(np.repeat(images, 20, axis=0).reshape(len(stored), -1), dtype=torch.float64)
+    exact = torch.cov((rep.pca.transform(dequantize(pixels, generator=torch.Generator().manual_seed(0)))
+                       - centres.double()).T)
+    for cov in (drawn, exact):
+        assert torch.allclose(cov, expected, atol=0.1 * float(expected.max()))
+    assert (a - centres).mean(0).abs().max() < 4 * (NOISE_STD / lam.sqrt()).max() / len(a) ** 0.5
+
+
+def test_code_noise_kurtosis_of_spread_and_of_one_pixel_components():
+    pca = PCA(4)
+    pca.components_ = torch.eye(4, dtype=torch.float64)  # each component one pixel: the uniform itself
+    assert code_noise_kurtosis(pca) == pytest.approx(1.2)
+    pca.components_ = torch.full((1, 4), 0.5, dtype=torch.float64)  # spread evenly: 1.2 / D
+    assert code_noise_kurtosis(pca) == pytest.approx(0.3)
 
 
 def test_training_sees_different_noise_each_epoch(images, monkeypatch):

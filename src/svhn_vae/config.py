@@ -129,8 +129,9 @@ class DataConfig:
         if is_own(self.dataset):
             self.dataset = canonical_name(self.dataset)  # absolute: the run evaluates from any folder
             parse_resize(self.resize)
-        check(is_own(self.dataset) or not (self.resize or self.test_fraction), "data", "resize",
-              "--resize and --test-fraction are for own images (folder:PATH or npz:PATH)")
+        for name in ("resize", "test_fraction"):
+            check(is_own(self.dataset) or not getattr(self, name), "data", name,
+                  "--resize and --test-fraction are for own images (folder:PATH or npz:PATH)")
         check(0.0 <= self.test_fraction < 1.0, "data", "test_fraction", "must be in [0, 1)")
         check(0.0 <= self.val_fraction < 0.5, "data", "val_fraction", "must be in [0, 0.5)")
         check(self.limit >= 0, "data", "limit", "must be >= 0")
@@ -327,6 +328,9 @@ class TrainConfig:
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
     precision: str = "fp32"
     """'fp32', or 'bf16': hidden layers under bfloat16 autocast, output heads, KL and loss in float32."""
+    compile: bool = False
+    """Run the model's training steps through torch.compile (TorchInductor; see svhn_vae.compilation):
+    the first step of each batch shape compiles, tens of seconds on a CPU."""
     sync_batchnorm: bool = False
     """Under torchrun with several CUDA processes: BatchNorm statistics over the whole global batch."""
     sample_every: int = 5

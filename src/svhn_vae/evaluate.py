@@ -41,6 +41,7 @@ from svhn_vae.baselines import (
     value_rows,
 )
 from svhn_vae.checkpoint import TrainedModel
+from svhn_vae.compilation import compiled
 from svhn_vae.config import check, scored_data
 from svhn_vae.finite import MetricNotFinite, check_finite
 from svhn_vae.models.vae import VAE
@@ -85,6 +86,8 @@ class EvalOptions:
     """Also fit and score the full-covariance Gaussian and PPCA baselines (needs the training split)."""
     ppca_components: int = 0
     """Components of the PPCA baseline (0: the run's PCA components, or its latent size for pixel models)."""
+    compile: bool = False
+    """Compute the importance weights through torch.compile (:mod:`svhn_vae.compilation`)."""
 
     def __post_init__(self) -> None:
         check(self.importance_samples > 0, "eval", "importance_samples", "must be positive")
@@ -98,16 +101,19 @@ class EvalOptions:
 
 @torch.inference_mode()
 def importance_bounds(model: VAE, x: torch.Tensor, *, n_samples: int, generator: torch.Generator | None = None,
-                      sample_chunk: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+                      sample_chunk: int = 100, log_weights: Callable[..., torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """ELBO and IWAE bound of log p(x) for model inputs x (B, D), each (B,) float64 in nats.
 
     The K = ``n_samples`` log-weights are drawn ``sample_chunk`` at a time; their sum and their
     log-sum-exp are accumulated in float64, so memory depends on the chunk, not on K.
+    ``log_weights`` computes them instead of ``model.log_weights`` (a compiled version of it).
     """
+    log_weights = model.log_weights if log_weights is None else log_weights
     lse = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     total = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     for start in range(0, n_samples, sample_chunk):
-        w = model.log_weights(x, min(sample_chunk, n_samples - start), generator=generator).double()  # (S, B)
+        w = log_weights(x, min(sample_chunk, n_samples - start), generator=generator).double()  # (S, B)
         lse = torch.logaddexp(lse, torch.logsumexp(w, dim=0))
         total += w.sum(dim=0)
     return total / n_samples, lse - math.log(n_samples)
@@ -142,23 +148,25 @@ def _scored_batches(kind: str, rep: Representation, images: np.ndarray, *, seed:
 
 def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_samples: int, seed: int = 0,
                        batch_size: int = 20, sample_chunk: int = 100, device: torch.device | str = "cpu",
-                       progress: bool = False) -> dict[str, Any]:
+                       compile: bool = False, progress: bool = False) -> dict[str, Any]:
     """Mean ELBO and IWAE bound per image (nats) of uint8 images (N, H, W, C), and their bits per dim.
 
     ``nll_nats`` is -iwae_nats, the test NLL papers report. The data are those the likelihood is a
     distribution of (:func:`svhn_vae.config.scored_data`): dequantized pixels (densities; bits/dim
     add D ln 256), binarized pixels or the 8-bit values themselves (probabilities; bits/dim are
     -log2 p / D). Dequantization (or binarization) uses ``seed``, the posterior samples ``seed + 1``.
+    ``compile`` computes the importance weights through torch.compile.
     """
     model, rep = trained.representation.scorer(trained.model.to(device))  # M1+M2: the stacked model, M1's input
     model = model.to(device).eval()
     kind = scored_data(model.cfg.likelihood)
     gen = torch.Generator(device=device).manual_seed(seed + 1)
+    log_weights = compiled(model.log_weights) if compile else model.log_weights
     sums = torch.zeros(2, dtype=torch.float64)
     with tqdm(total=len(images), desc="likelihood", unit="img", disable=not progress) as bar:
         for x, correction in _scored_batches(kind, rep, images, seed=seed, batch_size=batch_size, device=device):
             elbo, iwae = importance_bounds(model, x, n_samples=importance_samples, generator=gen,
-                                           sample_chunk=sample_chunk)
+                                           sample_chunk=sample_chunk, log_weights=log_weights)
             sums += torch.stack([(elbo + correction).sum(), (iwae + correction).sum()]).cpu()
             bar.update(len(x))
     elbo, iwae = (sums / len(images)).tolist()
@@ -247,6 +255,7 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
     out.update(_timed(timings, "likelihood", likelihood_metrics, trained, images,
                       importance_samples=options.importance_samples, seed=options.seed,
                       batch_size=options.batch_size, sample_chunk=options.sample_chunk, device=device,
+                      compile=options.compile,
                       progress=progress))
     out["pca_space"] = _timed(timings, "pca_space", pca_space_elbo, trained, images, seed=options.seed, device=device)
     out["reconstruction"] = _timed(timings, "reconstruction", reconstruction_metrics, trained, images, device=device)

@@ -2,9 +2,8 @@
 
 Images enter as uint8 (N, H, W, C) and are flattened in that order. ``prepare`` turns a whole
 split into the compact tensor kept in memory for training (uint8 pixels, or float32 PCA codes
-computed once when nothing changes between epochs); ``to_input`` turns a batch of it into model
-input; ``decode`` maps model-space rows back to float images in [0, 1], through the inverse PCA
-and clipping where needed.
+computed once); ``to_input`` turns a batch of it into model input; ``decode`` maps model-space rows
+back to float images in [0, 1], through the inverse PCA and clipping where needed.
 
 Pixels become numbers in [0, 1] in one of two ways. Dequantized (Gaussian models, the default):
 u = (x + U[0, 1)) / 256 with fresh noise at every training step, exactly the data that the
@@ -12,6 +11,16 @@ evaluation's bits/dim score, and the bin centres (x + 0.5) / 256 where a fixed i
 (figures, probes). Otherwise x / 255, as the write-up (and every Bernoulli model) did. With
 dequantization the PCA is fitted on dequantized pixels too, so no eigenvalue falls below the
 noise's 1 / (12 * 256^2) and whitening is safe on images with constant pixels (MNIST's borders).
+
+A PCA model's training noise is drawn in code space. The codes of dequantized pixels are the bin
+centres' codes plus the projection of the centred noise, (U - 1/2) / 256 @ V^T: mean 0 and, the
+components being orthonormal, covariance I / (12 * 256^2) (over the eigenvalues when whitened).
+Projecting D fresh uniforms every step cost more than the model's own matrix products (`fast`:
+128 x 3072 x 700 per step); the codes of the bin centres are computed once, and each step adds
+Gaussian noise of that exact mean and covariance. A sum of D = 784 or 3072 independent uniforms
+along a component v is Gaussian but for an excess kurtosis of -1.2 sum(v_i^4), about -1.2 / D for
+components spread over the image (:func:`code_noise_kurtosis` gives the largest of a basis); the
+evaluation scores the exact uniform dequantization in pixel space either way.
 """
 
 from __future__ import annotations
@@ -28,6 +37,17 @@ from svhn_vae.pca import PCA
 
 PIXEL_MAX = 255.0
 BINS = 256.0
+
+
+NOISE_STD = 1.0 / (BINS * 12 ** 0.5)
+"""Standard deviation of one pixel's dequantization noise U[0, 1) / 256, and of its projection on
+any unit direction."""
+
+
+def code_noise_kurtosis(pca: PCA) -> float:
+    """The largest |excess kurtosis| of the projected dequantization noise over the kept components:
+    1.2 max_k sum_i V_ki^4 (0 for a Gaussian; a uniform's own is 1.2)."""
+    return 1.2 * float((pca.components_.double() ** 4).sum(dim=1).max())
 
 
 def iter_rows(images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
@@ -115,11 +135,12 @@ class Representation:
 
     def prepare(self, images: np.ndarray, *, device: torch.device | str = "cpu",
                 batch_size: int = 8192) -> torch.Tensor:
-        """The whole split in its stored form: uint8 pixel rows (N, D), or float32 PCA codes (N, K) of
-        pixels / 255 when nothing is dequantized (they never change, so they are computed once)."""
-        if self.pca is None or self.dequantized:
+        """The whole split in its stored form: uint8 pixel rows (N, D), or float32 PCA codes (N, K),
+        computed once, of pixels / 255 or, dequantized, of the bin centres (x + 0.5) / 256."""
+        if self.pca is None:
             return torch.tensor(np.asarray(images).reshape(len(images), -1), device=device)  # copies a read-only memmap
-        codes = [self.pca.transform(torch.from_numpy(np.asarray(rows, dtype=np.float32)) / PIXEL_MAX)
+        shift, scale = (0.5, BINS) if self.dequantized else (0.0, PIXEL_MAX)
+        codes = [self.pca.transform((torch.from_numpy(np.asarray(rows, dtype=np.float32)) + shift) / scale)
                  for rows in iter_rows(images, batch_size)]
         return torch.cat(codes).to(device)
 
@@ -128,10 +149,13 @@ class Representation:
         """Model input (B, D) float32 from a batch of the stored form.
 
         Dequantized pixels get fresh uniform noise with ``noise`` (from ``generator``, else the
-        global RNG), else the centre of each bin.
+        global RNG), else the centre of each bin; dequantized PCA codes get the projected noise's
+        Gaussian (module doc).
         """
-        if stored.dtype != torch.uint8:
-            return stored  # PCA codes computed once
+        if stored.dtype != torch.uint8:  # PCA codes computed once
+            if not (noise and self.dequantized):
+                return stored
+            return stored + torch.randn(stored.shape, generator=generator, device=stored.device) * self._code_noise_std(stored)
         x = stored.float()
         if not self.dequantized:
             u = x / PIXEL_MAX
@@ -140,6 +164,13 @@ class Representation:
         else:
             u = (x + 0.5) / BINS
         return u if self.pca is None else self.pca.transform(u)
+
+    def _code_noise_std(self, like: torch.Tensor) -> torch.Tensor:
+        """(K,) standard deviation of each code's dequantization noise: NOISE_STD, over sqrt(eigenvalue)
+        when whitened."""
+        if self.pca.whiten:
+            return NOISE_STD / self.pca.explained_variance_.to(like.device, torch.float32).sqrt()
+        return torch.full((like.shape[-1],), NOISE_STD, device=like.device)
 
     def encode(self, images: np.ndarray | torch.Tensor, *, device: torch.device | str = "cpu") -> torch.Tensor:
         """Model input for uint8 images (N, H, W, C) (bin centres when dequantized)."""

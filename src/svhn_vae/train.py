@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from svhn_vae import checkpoint as ckpt
 from svhn_vae import distributed
 from svhn_vae.atomic import disk_errors
+from svhn_vae.compilation import maybe_compile
 from svhn_vae.config import Config
 from svhn_vae.distributed import World
 from svhn_vae.errors import UserError
@@ -341,7 +342,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
 
     # --- model, optimizer and learning-rate schedule ----------------------------------------------
     model = build_model(cfg, rep, init_data=None if start is not None else train_x).to(device)
-    net = distributed.wrap(model, world, sync_batchnorm=tc.sync_batchnorm)  # what the steps call
+    net = maybe_compile(distributed.wrap(model, world, sync_batchnorm=tc.sync_batchnorm), tc.compile)  # what the steps call
     opt = make_optimizer(cfg, model)
     scheduler = make_scheduler(tc, opt, steps_per_epoch=math.ceil(len(train_x) / tc.batch_size))
     gen = torch.Generator().manual_seed(tc.seed)

@@ -8,12 +8,15 @@ size or mtime moved, and converts again when any content, file list or option ch
 
 - ``folder:PATH``: ``PATH/train/<class>/*.png`` and ``PATH/test/<class>/*.png``, or one folder of
   class folders. Class folder names, sorted, are the labels 0..C-1 (as torchvision does); a folder
-  of images without class folders is unlabelled. Files are read in sorted path order; hidden files
-  are skipped; what :mod:`svhn_vae.data.images` cannot read is a one-line error naming the file.
+  of images without class folders is unlabelled. Class folders are searched recursively; hidden
+  files are skipped; what :mod:`svhn_vae.data.images` cannot read is a one-line error naming the file.
 - ``npz:PATH``: a ``.npz`` with ``images`` uint8 (N, H, W) or (N, H, W, C), optional ``labels``
   (N,) integers and ``class_names``; ``test_images`` (and ``test_labels``) beside them give the
   test split (``train_images``/``train_labels`` may name the training part); or a ``.npy`` of
   images alone.
+- Each part is stored in a canonical order, sorted by the md5 of each image's pixels (then its
+  label): the same images give the same arrays however the source stored or ordered them, and the
+  first N of a split (``--limit``, ``--max-examples``) mix the classes as the built-in datasets do.
 - Without a test split of its own, a seeded ``test_fraction`` (default 0.1) of the images becomes
   the test split, the same one for a folder and for the ``.npz`` of the same images.
 - All images of a dataset have one size and 1 or 3 channels, or ``resize`` = "HxW" makes them so.
@@ -48,7 +51,7 @@ DEFAULT_TEST_FRACTION = 0.1
 """Share of a source without a test split that is held out as its test split."""
 SPLIT_SEED = 0
 """Seed of the permutation that picks that test split."""
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 RECORD_FILE = "record.json"
 
 
@@ -240,7 +243,7 @@ def _convert(source: OwnSource, folder: Path) -> dict[str, Any]:
         parts, classes = read_arrays(source.path, source.resize)
         stat = source.path.stat()
         hashes = {source.path.name: [stat.st_size, stat.st_mtime_ns, md5sum(source.path, decompress=False)]}
-    splits = _train_test(source, parts)
+    splits = _train_test(source, {name: _canonical_order(*part) for name, part in parts.items()})
     _check_labels(source, splits, classes)
     record = {"options": source.options(), "classes": classes, "image_shape": list(splits["train"][0].shape[1:]),
               "files": hashes, "splits": {}}
@@ -290,6 +293,16 @@ def _check_shapes(files: list[Path], pixels: list[np.ndarray]) -> None:
         if image.shape != first:
             raise UserError(f"{path}: {image.shape[0]}x{image.shape[1]}, while {files[0]} is {first[0]}x{first[1]}; "
                             f"give --resize {first[0]}x{first[1]} (Lanczos) or resize them yourself")
+
+
+def _canonical_order(images: np.ndarray, labels: np.ndarray | None) -> Arrays:
+    """The images (and labels) sorted by the md5 of each image's pixels, then by label: an order that
+    does not depend on how the source stored them, and that mixes the classes (a class-sorted folder's
+    first N would be one class)."""
+    keys = [hashlib.md5(image.tobytes()).digest() + (b"" if labels is None else int(labels[i]).to_bytes(8, "big"))
+            for i, image in enumerate(images)]
+    order = np.array(sorted(range(len(images)), key=keys.__getitem__), dtype=np.int64)
+    return images[order], None if labels is None else labels[order]
 
 
 def _train_test(source: OwnSource, parts: dict[str, Arrays]) -> dict[str, Arrays]:
