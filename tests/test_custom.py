@@ -131,6 +131,18 @@ def test_sixteen_bit_palette_and_opaque_alpha_pngs_are_converted(tmp_path):
     assert np.array_equal(read_image(tmp_path / "rgba.png"), rgb)
 
 
+def test_jpeg_bmp_and_webp_files_are_read(tmp_path):
+    rgb = colour_images(1, 4, size=(6, 5))[0]
+    for name, options in (("a.bmp", {}), ("b.webp", {"lossless": True}), ("c.JPG", {"quality": 100, "subsampling": 0})):
+        Image.fromarray(rgb).save(tmp_path / name, **options)
+        pixels = read_image(tmp_path / name)
+        assert pixels.shape == (6, 5, 3)
+        if name != "c.JPG":  # lossless formats give the pixels back exactly, JPEG nearly
+            assert np.array_equal(pixels, rgb)
+        else:
+            assert np.abs(pixels.astype(int) - rgb).mean() < 12
+
+
 # --- the cache --------------------------------------------------------------------------------------
 
 
