@@ -102,7 +102,9 @@ def _why_no_labels(dataset: str, train_labels: np.ndarray | None, test_labels: n
     if train_labels is None or test_labels is None:
         return f"{dataset} has no labels (no class folders or labels array)"
     if len(np.unique(train_labels)) < 2:
-        return "the training labels hold one class only (a --limit of a class-sorted folder?)"
+        from svhn_vae.probe import ONE_CLASS
+
+        return ONE_CLASS
     return None
 
 

@@ -38,9 +38,12 @@ from tqdm.auto import tqdm
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.errors import UserError
 
-__all__ = ["REFERENCE", "balanced_indices", "encode_means", "knn_k", "latent_probe", "probe_features"]
+__all__ = ["ONE_CLASS", "REFERENCE", "balanced_indices", "encode_means", "knn_k", "latent_probe", "probe_features"]
 
 log = logging.getLogger(__name__)
+
+ONE_CLASS = "the training labels hold one class only"
+"""Why the probe (and anything else that learns from labels) is skipped on a one-class training split."""
 
 DEFAULT_LABEL_COUNTS: tuple[int | None, ...] = (100, 1000, None)
 KNN_MAX_K = 5
@@ -172,7 +175,7 @@ def probe_features(features_train: np.ndarray, labels_train: np.ndarray, feature
     if draws < 1:
         raise UserError("probe: draws must be >= 1")
     if len(np.unique(labels_train)) < 2:
-        reason = "the training labels hold one class only (a --limit of a class-sorted folder?)"
+        reason = ONE_CLASS
         log.warning("probe skipped: %s", reason)
         return {"all" if n is None else str(n): {"skipped": reason} for n in label_counts}
     results: dict[str, dict[str, Any]] = {}

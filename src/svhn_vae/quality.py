@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 
 from svhn_vae.atomic import atomic_write
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.data.paths import user_cache_dir
+from svhn_vae.data.paths import safe_file_name, user_cache_dir
 from svhn_vae.errors import UserError
 from svhn_vae.models.m2 import has_label_latent
 
@@ -133,8 +132,7 @@ def default_classifier_path(dataset: str, images: np.ndarray, labels: np.ndarray
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     digest.update(repr((images.shape, dataclasses.astuple(settings), CLASSIFIER_FORMAT)).encode())
     digest.update(np.ascontiguousarray(images[:: max(1, len(images) // 100)]).tobytes())
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-")[-40:]  # own images: 'folder:/a/b' -> 'folder-a-b'
-    return user_cache_dir() / "classifiers" / f"{name}-{digest.hexdigest()[:16]}.pt"
+    return user_cache_dir() / "classifiers" / f"{safe_file_name(dataset)}-{digest.hexdigest()[:16]}.pt"
 
 
 def _save_classifier(path: Path, model: FeatureClassifier, *, settings: ClassifierSettings,

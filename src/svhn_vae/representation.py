@@ -166,11 +166,9 @@ class Representation:
         return u if self.pca is None else self.pca.transform(u)
 
     def _code_noise_std(self, like: torch.Tensor) -> torch.Tensor:
-        """(K,) standard deviation of each code's dequantization noise: NOISE_STD, over sqrt(eigenvalue)
-        when whitened."""
-        if self.pca.whiten:
-            return NOISE_STD / self.pca.explained_variance_.to(like.device, torch.float32).sqrt()
-        return torch.full((like.shape[-1],), NOISE_STD, device=like.device)
+        """(K,) standard deviation of each code's dequantization noise: NOISE_STD over the square root
+        of one code unit's pixel-space variance (:meth:`unit_variance`)."""
+        return NOISE_STD / self.unit_variance().to(like.device).sqrt()
 
     def encode(self, images: np.ndarray | torch.Tensor, *, device: torch.device | str = "cpu") -> torch.Tensor:
         """Model input for uint8 images (N, H, W, C) (bin centres when dequantized)."""

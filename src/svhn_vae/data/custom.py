@@ -40,7 +40,7 @@ from svhn_vae.atomic import write_file
 from svhn_vae.data.checksums import md5sum
 from svhn_vae.data.images import IMAGE_EXTENSIONS, RESIZE_FILTER, decode_image, is_image_file
 from svhn_vae.data.npz import Arrays, read_arrays
-from svhn_vae.data.paths import data_root
+from svhn_vae.data.paths import data_root, safe_file_name
 from svhn_vae.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ class OwnSource:
     def cache_dir(self, data_dir: str | Path | None) -> Path:
         """``<data root>/custom/<kind>-<folder or file name>-<hash of the options>``."""
         key = hashlib.md5(json.dumps(self.options(), sort_keys=True).encode()).hexdigest()[:12]
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", self.path.name)[:40] or "root"
-        return data_root(data_dir) / "custom" / f"{self.kind}-{stem}-{key}"
+        return data_root(data_dir) / "custom" / f"{self.kind}-{safe_file_name(self.path.name)}-{key}"
 
 
 # --- the public functions ------------------------------------------------------------------------

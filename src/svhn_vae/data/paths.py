@@ -11,6 +11,7 @@ torchvision, or one holding the files directly, works as it is. Downloads go to
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from svhn_vae.data.registry import DatasetInfo, FileInfo, SplitInfo, download_command, get_dataset
@@ -23,6 +24,12 @@ def user_cache_dir() -> Path:
     """Per-user cache folder: ``$XDG_CACHE_HOME/svhn-vae`` or ``~/.cache/svhn-vae``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "svhn-vae"
+
+
+def safe_file_name(text: str) -> str:
+    """``text`` as part of a file name: runs of anything but letters, digits, '.', '_' and '-' become
+    one '-', at most its last 40 characters ('folder:/a/b' -> 'folder-a-b')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[-40:] or "data"
 
 
 def data_root(data_dir: str | Path | None) -> Path:
