@@ -1,14 +1,20 @@
-"""``--compile``: the same training and the same bounds as eager, and a one-line error where the
-platform cannot compile."""
+"""``--compile``: the same training and the same bounds as eager, the modes and when ``auto``
+compiles, and one line where the platform cannot compile."""
 
+import logging
+
+import numpy as np
 import pytest
 import torch
 from torch._dynamo.exc import BackendCompilerFailed
 
 from svhn_vae import compilation
-from svhn_vae.cli import main
-from svhn_vae.compilation import Compiled, CompileUnavailable
+from svhn_vae.cli import build_parser, config_from_args, main
+from svhn_vae.compilation import AUTO_MIN_STEPS, Compiled, CompileUnavailable, wanted
+from svhn_vae.config import Config, DataConfig, PCAConfig, TrainConfig
+from svhn_vae.semi_supervised import choose_labelled
 from svhn_vae.train import TrainData, train
+from test_m2 import C, model_config
 from test_train import synthetic_images, tiny_config
 
 
@@ -19,29 +25,69 @@ def fresh_compiler():
     torch._dynamo.reset()
 
 
-def test_compiled_training_follows_eager_and_keeps_the_weights_names():
-    images = synthetic_images(96, (8, 8, 3), seed=3)  # 3 batches of 32: one shape, one compilation
-    eager = train(tiny_config(epochs=2), data=TrainData(images))
-    fast = train(tiny_config(epochs=2, compile=True), data=TrainData(images))
-    for a, b in zip(eager.history, fast.history):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)  # same seed, same draws; fused maths rounds apart
-    assert eager.model.state_dict().keys() == fast.model.state_dict().keys()
-
-
-def test_the_wrapper_shares_the_modules_parameters():
-    module = torch.nn.Linear(3, 2)
-    wrapped = Compiled(module)
-    assert list(wrapped.parameters()) == list(module.parameters())
-    assert torch.equal(wrapped(torch.ones(1, 3)), module(torch.ones(1, 3)))
-
-
-def test_a_platform_that_cannot_compile_gives_one_line(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """torch.compile as on a platform without a C++ compiler: every compiled call fails."""
     def broken(fn, **kwargs):
         def call(*args, **kw):
             raise BackendCompilerFailed("inductor", RuntimeError("no C++ compiler found\nmore detail"), None)
         return call
 
     monkeypatch.setattr(compilation.torch, "compile", broken)
+
+
+def test_compiled_training_follows_eager_and_keeps_the_weights_names():
+    images = synthetic_images(96, (8, 8, 3), seed=3)  # 3 batches of 32: one shape, one compilation
+    eager = train(tiny_config(epochs=2), data=TrainData(images))
+    fast = train(tiny_config(epochs=2, compile="on"), data=TrainData(images))
+    for a, b in zip(eager.history, fast.history):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)  # same seed, same draws; fused maths rounds apart
+    assert eager.model.state_dict().keys() == fast.model.state_dict().keys()
+
+
+def test_compiled_m2_training_follows_eager():
+    """M2's step, with its labelled rows after the batch and the classifier's term, compiles too."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (64, 4, 4, 1), dtype=np.uint8), np.arange(64) % C
+    data = TrainData(images, labels=labels, labelled=choose_labelled(labels, 6, classes=C, seed=0))
+    cfg = Config(data=DataConfig(dataset="mnist", dequantize=False), model=model_config(),
+                 pca=PCAConfig(complement="isotropic"),
+                 train=TrainConfig(epochs=2, batch_size=16, labels=6, labelled_batch=4, sample_every=0,
+                                   device="cpu", early_stopping="none"))
+    eager, compiled = (train(cfg.replace("train", compile=mode), data=data) for mode in ("off", "on"))
+    for a, b in zip(eager.history, compiled.history):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+
+
+def test_auto_compiles_long_runs_only():
+    assert wanted("on", steps=1) and not wanted("off", steps=10 * AUTO_MIN_STEPS)
+    assert wanted("auto", steps=AUTO_MIN_STEPS) and not wanted("auto", steps=AUTO_MIN_STEPS - 1)
+
+
+def test_the_flags_and_old_configs_give_the_modes():
+    parser = build_parser()
+    base = ["train", "--preset", "fast", "--run-dir", "unused"]
+    assert config_from_args(parser.parse_args(base)).train.compile == "auto"  # the preset's
+    assert config_from_args(parser.parse_args(base + ["--compile"])).train.compile == "on"
+    assert config_from_args(parser.parse_args(base + ["--compile", "off"])).train.compile == "off"
+    assert config_from_args(parser.parse_args(base + ["--no-compile"])).train.compile == "off"
+    old = Config().to_dict()
+    old["train"]["compile"] = True  # written when the field was a bool
+    assert Config.from_dict(old).train.compile == "on"
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--compile", "sometimes"])
+
+
+def test_auto_trains_eagerly_where_the_platform_cannot_compile(no_compiler, caplog):
+    doubled = Compiled(lambda x: 2 * x, fall_back=True)
+    with caplog.at_level(logging.WARNING, logger="svhn_vae.compilation"):
+        assert torch.equal(doubled(torch.ones(2)), torch.full((2,), 2.0))
+        assert torch.equal(doubled(torch.ones(2)), torch.full((2,), 2.0))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "training without it" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_a_platform_that_cannot_compile_gives_one_line(no_compiler, tmp_path, capsys):
     with pytest.raises(CompileUnavailable, match=r"cannot compile this model here .* run without --compile"):
         Compiled(torch.nn.Linear(3, 2))(torch.ones(1, 3))
     images_dir = tmp_path / "data"

@@ -11,7 +11,8 @@ from svhn_vae.config import Config, get_preset
 from svhn_vae.errors import UserError
 from svhn_vae.models.vae import VAE
 from svhn_vae.representation import Representation
-from svhn_vae.train import TrainData, TrainingDiverged, _run_epoch, build_model, evaluate_loss, make_optimizer, train
+from svhn_vae.train import (TrainData, TrainingDiverged, _run_epoch, batch_loss, build_model, evaluate_loss,
+                             make_optimizer, train)
 
 
 def synthetic_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -54,7 +55,8 @@ def test_training_step_changes_weights_and_evaluation_does_not(rgb):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
     from tqdm import tqdm
     with tqdm(disable=True) as bar:
-        _run_epoch(cfg, model, make_optimizer(cfg, model), rep, data, beta=1.0, generator=torch.Generator(), bar=bar)
+        _run_epoch(cfg, model, batch_loss(cfg, model, rep), make_optimizer(cfg, model), data, beta=1.0,
+                   generator=torch.Generator(), bar=bar)
     changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
     assert any("weight" in k for k in changed)
 

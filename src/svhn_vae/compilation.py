@@ -1,70 +1,77 @@
-"""``--compile``: the model's training steps and evaluation's importance weights through
+"""``--compile``: a training step's loss and evaluation's importance weights through
 ``torch.compile`` (TorchInductor, CPU and CUDA).
 
-Inductor fuses the elementwise work around the matrix products (BatchNorm, ReLU, the heads'
-maths, the KL) into generated C++ (CPU, which needs a C++ compiler) or Triton (CUDA) kernels;
-autograd's backward is compiled with it. The first step of each batch shape compiles (tens of
-seconds on a CPU; a run has two shapes, the full batch and the last), later ones reuse the code.
-Weights are shared with the eager module, so checkpoints, evaluation and resume see the same
-parameters under the same names. Random numbers come from eager's random ops (Inductor's
-``fallback_random``), so a compiled run draws what an eager one draws and resumes as exactly.
+Inductor fuses the elementwise work around the matrix products (the dequantization noise,
+BatchNorm, ReLU, the heads' maths, the KL, the loss) into generated C++ (CPU, which needs a C++
+compiler) or Triton (CUDA) kernels; autograd's backward is compiled with it. What is compiled is a
+function of one batch, from its stored rows to its loss, so the code between the model's calls is
+fused too. The first step of each batch shape compiles (seconds to tens of seconds on a CPU; a run
+has two shapes, the full batch and the last), later ones reuse the code; Inductor keeps compiled
+code on disk, so a second run compiles faster. Weights are the eager module's own, so checkpoints,
+evaluation and resume see the same parameters under the same names. Random numbers come from
+eager's random ops (Inductor's ``fallback_random``), so a compiled run draws what an eager one
+draws and resumes as exactly.
 
-Where the platform cannot compile (no C++ compiler, an unsupported Python or device), the first
-call fails with a one-line :class:`CompileUnavailable` that says to run without ``--compile``.
+Three modes (``train.compile``): ``on`` compiles, and where the platform cannot (no C++ compiler,
+an unsupported Python or device) the first step fails with a one-line :class:`CompileUnavailable`
+that says to run without it; ``off`` never compiles; ``auto`` compiles runs of at least
+:data:`AUTO_MIN_STEPS` optimizer steps, where the compilation pays for itself, and where the
+platform cannot compile, says so in one line and trains eagerly.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from svhn_vae.errors import UserError
+
+log = logging.getLogger(__name__)
+
+AUTO_MIN_STEPS = 10_000
+"""Optimizer steps from which ``auto`` compiles. Measured for ``fast`` on the 2-core Intel kind: its
+two batch shapes compile in about 20 s with an empty Inductor cache and 3.5 s with a warm one (the
+cache outlives the process, so every run after the first is warm), and a compiled step is about 1 ms
+shorter (1.14-1.17x), so a run breaks even after some 3,500 steps, or 20,000 the very first time.
+Its 40 epochs of SVHN are 22,900 steps; a test's few are far fewer."""
 
 
 class CompileUnavailable(UserError):
     """torch.compile could not compile the model on this platform."""
 
 
-class Compiled(nn.Module):
-    """``module`` called through ``torch.compile``; a compiler failure becomes :class:`CompileUnavailable`.
-
-    Only calls go through the compiled code: parameters, buffers and ``state_dict`` are the
-    wrapped module's own (no ``_orig_mod.`` prefix in checkpoints)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        object.__setattr__(self, "_call", compiled(module))  # not a second registered child
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped module's forward, run as compiled code."""
-        return self._call(*args, **kwargs)
+def wanted(mode: str, steps: int) -> bool:
+    """Whether a run of ``steps`` optimizer steps compiles under ``mode`` ('auto', 'on' or 'off')."""
+    return mode == "on" or (mode == "auto" and steps >= AUTO_MIN_STEPS)
 
 
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (a module or a function such as a bound method) through ``torch.compile`` with static
-    shapes; a failure of the compiler is a one-line :class:`CompileUnavailable`."""
-    # static shapes: a training run has two (the full batch and the last); static code is the faster
-    code = torch.compile(fn, dynamic=False)
+class Compiled:
+    """``fn`` (a function or a bound method) through ``torch.compile`` with static shapes.
 
-    def call(*args: Any, **kwargs: Any) -> Any:
+    A failure of the compiler is a one-line :class:`CompileUnavailable`, or with ``fall_back`` a
+    one-line warning, after which this and every later call run ``fn`` eagerly.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, fall_back: bool = False) -> None:
+        self.fn = fn
+        self.fall_back = fall_back
+        # static shapes: a training run has two (the full batch and the last); static code is the faster.
+        # fallback_random: eager's random ops, so the same draws and an exact resume.
+        self._call = torch.compile(fn, dynamic=False, options={"fallback_random": True})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from torch._dynamo.exc import TorchDynamoException
-        from torch._inductor import config
 
         try:
-            with config.patch(fallback_random=True):  # eager's random ops: the same draws, exact resume
-                return code(*args, **kwargs)
+            return self._call(*args, **kwargs)
         except TorchDynamoException as err:  # the compiler's failures, wrapped by Dynamo (C++ errors too)
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise CompileUnavailable(f"torch.compile cannot compile this model here ({first[:200]}); "
-                                     "run without --compile") from None
-
-    return call
-
-
-def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
-    """``module`` itself, or with ``enabled`` a :class:`Compiled` wrapper of it."""
-    return Compiled(module) if enabled else module
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            if not self.fall_back:
+                raise CompileUnavailable(f"torch.compile cannot compile this model here ({first}); "
+                                         "run without --compile") from None
+        log.warning("torch.compile cannot compile this model here (%s); training without it", first)
+        self._call = self.fn
+        return self.fn(*args, **kwargs)

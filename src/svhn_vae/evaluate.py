@@ -41,7 +41,7 @@ from svhn_vae.baselines import (
     value_rows,
 )
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.compilation import compiled
+from svhn_vae.compilation import Compiled
 from svhn_vae.config import check, scored_data
 from svhn_vae.finite import MetricNotFinite, check_finite
 from svhn_vae.models.vae import VAE
@@ -161,7 +161,7 @@ def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_
     model = model.to(device).eval()
     kind = scored_data(model.cfg.likelihood)
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    log_weights = compiled(model.log_weights) if compile else model.log_weights
+    log_weights = Compiled(model.log_weights) if compile else model.log_weights
     sums = torch.zeros(2, dtype=torch.float64)
     with tqdm(total=len(images), desc="likelihood", unit="img", disable=not progress) as bar:
         for x, correction in _scored_batches(kind, rep, images, seed=seed, batch_size=batch_size, device=device):

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from svhn_vae import checkpoint as ckpt
-from svhn_vae import distributed
+from svhn_vae import compilation, distributed
 from svhn_vae.atomic import disk_errors
-from svhn_vae.compilation import maybe_compile
 from svhn_vae.config import Config
 from svhn_vae.distributed import World
 from svhn_vae.errors import UserError
@@ -153,11 +153,33 @@ class EpochPosition:
         return None if state is None else cls(int(state["step"]), state["totals"], state["order_rng"])
 
 
-def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Representation, data: torch.Tensor,
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, int, dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+"""(stored rows, beta, batch size, model keywords) -> (loss, (3,) sums of loss, rec and kl over the batch)."""
+
+
+def batch_loss(cfg: Config, net: nn.Module, rep: Representation, labels: Labels | None = None) -> BatchLoss:
+    """What one training step differentiates, from a batch's stored rows (with M2's labelled rows
+    after them) to its loss, and the batch's sums of loss, rec and kl for the epoch's means: the
+    part of a step that ``--compile`` compiles (:mod:`svhn_vae.compilation`). ``beta`` is a tensor,
+    so that a compiled step serves every epoch of a KL warm-up."""
+    def loss_of(stored: torch.Tensor, beta: torch.Tensor, batch: int,
+                extra: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(cfg.train.precision, stored.device):
+            terms = net(training_input(cfg.model, rep, stored), iw_samples=cfg.train.iw_samples, **extra)
+        if labels is None:
+            loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
+        else:
+            loss, terms = labels.loss(terms, batch=batch, beta=beta)
+        return loss, torch.stack([loss.detach() * batch, terms.rec.detach().sum(), terms.kl.detach().sum()])
+    return loss_of
+
+
+def _run_epoch(cfg: Config, model: nn.Module, loss_of: BatchLoss, opt: torch.optim.Optimizer, data: torch.Tensor,
                *, beta: float, generator: torch.Generator, bar: tqdm, scheduler: LRScheduler | None = None,
                position: EpochPosition | None = None, pause: Callable[[], bool] = lambda: False,
                world: World = World(), labels: Labels | None = None) -> dict[str, float] | EpochPosition:
-    """One pass over the shuffled training set; returns mean loss terms per example (nats).
+    """One pass over the shuffled training set, each step descending ``loss_of`` (:func:`batch_loss`)
+    of the model's parameters; returns mean loss terms per example (nats).
 
     ``position`` continues an unfinished epoch (the same batch order, the sums so far). When
     ``pause()`` turns True after a step, the epoch stops there and returns its position instead.
@@ -166,6 +188,7 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
     (M2) every step also sees labelled examples drawn from them.
     """
     model.train()
+    beta_t = torch.tensor(beta, dtype=torch.float32, device=data.device)
     n, bs = len(data), cfg.train.batch_size
     if position is not None:
         generator.set_state(position.order_rng)
@@ -182,12 +205,7 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
     for step, start in enumerate(range(first * bs, n, bs), start=first):
         idx = world.shard(order[start:start + bs])
         rows, extra = (idx, {}) if labels is None else labels.batch(idx, draws[step])
-        with autocast(cfg.train.precision, data.device):
-            terms = model(training_input(cfg.model, rep, data[rows]), iw_samples=cfg.train.iw_samples, **extra)
-        if labels is None:
-            loss = loss_from_terms(terms, beta=beta, free_bits=cfg.train.free_bits)
-        else:
-            loss, terms = labels.loss(terms, batch=len(idx), beta=beta)
+        loss, sums = loss_of(data.index_select(0, rows), beta_t, len(idx), extra)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
@@ -195,7 +213,7 @@ def _run_epoch(cfg: Config, model: VAE, opt: torch.optim.Optimizer, rep: Represe
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        totals += torch.stack([loss.detach() * len(idx), terms.rec.detach().sum(), terms.kl.detach().sum()])
+        totals += sums
         seen += len(idx)
         if step % 20 == 0 or start + bs >= n:  # an occasional host sync catches NaNs early enough
             if not torch.isfinite(world.sum(totals)).all():
@@ -342,9 +360,12 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
 
     # --- model, optimizer and learning-rate schedule ----------------------------------------------
     model = build_model(cfg, rep, init_data=None if start is not None else train_x).to(device)
-    net = maybe_compile(distributed.wrap(model, world, sync_batchnorm=tc.sync_batchnorm), tc.compile)  # what the steps call
+    steps_per_epoch = math.ceil(len(train_x) / tc.batch_size)
+    loss_of = batch_loss(cfg, distributed.wrap(model, world, sync_batchnorm=tc.sync_batchnorm), rep, labels)
+    if compilation.wanted(tc.compile, steps=tc.epochs * steps_per_epoch):
+        loss_of = compilation.Compiled(loss_of, fall_back=tc.compile == "auto")
     opt = make_optimizer(cfg, model)
-    scheduler = make_scheduler(tc, opt, steps_per_epoch=math.ceil(len(train_x) / tc.batch_size))
+    scheduler = make_scheduler(tc, opt, steps_per_epoch=steps_per_epoch)
     gen = torch.Generator().manual_seed(tc.seed)
     state: dict[str, Any] = {"best": math.inf, "bad_epochs": 0, "nan_recoveries": 0}
     history: list[dict[str, Any]] = []
@@ -382,7 +403,7 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
             with tqdm(total=len(train_x), desc=f"epoch {epoch}/{tc.epochs}", unit="img", disable=not progress,
                       leave=False) as bar:
                 try:
-                    result = _run_epoch(cfg, net, opt, rep, train_x, beta=beta, generator=gen, bar=bar,
+                    result = _run_epoch(cfg, model, loss_of, opt, train_x, beta=beta, generator=gen, bar=bar,
                                         scheduler=scheduler, position=position, pause=pause, world=world,
                                         labels=labels)
                 except _NonFinite:
