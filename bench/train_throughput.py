@@ -133,10 +133,11 @@ def main() -> None:
         model = build_vae(cfg.model, data_dim=data_dim, image_shape=(32, 32, 3))
         shapes, batch = linear_shapes(model), cfg.train.batch_size
         by_default = cfg.train.compile != "off" and not args.no_compile  # what a full run of the preset does
-        row = {"batch_size": batch, "gflop_per_image": training_gflop_per_image(shapes), "compiled_by_default": by_default}
+        row = {"batch_size": batch, "gflop_per_image": training_gflop_per_image(shapes),
+               "compiled_by_default": by_default}
         for precision in ("fp32", "bf16"):
-            row[f"{precision}_images_per_s"], row[f"{precision}_loss"] = loop_run(preset, precision, images, args.epochs,
-                                                                                  compile=by_default)
+            speed_loss = loop_run(preset, precision, images, args.epochs, compile=by_default)
+            row[f"{precision}_images_per_s"], row[f"{precision}_loss"] = speed_loss
             row[f"ceiling_{precision}_images_per_s"] = linear_ceiling(shapes, batch, precision)
         ways = {by_default: (row["fp32_images_per_s"], row["fp32_loss"])}
         if not args.no_compile:
