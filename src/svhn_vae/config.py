@@ -558,7 +558,8 @@ def _m2() -> Config:
     cfg = _fast()
     cfg.preset = "m2"
     cfg.model = dataclasses.replace(cfg.model, latent_dim=16, classes=10, classifier=(512, 512), classifier_inputs=50)
-    cfg.train = dataclasses.replace(cfg.train, labels=100, epochs=20)
+    # eager: the unlabelled rows are picked by a mask, a shape Inductor cannot compile whole
+    cfg.train = dataclasses.replace(cfg.train, labels=100, epochs=20, compile="off")
     return cfg
 
 
