@@ -11,9 +11,10 @@ from torch._dynamo.exc import BackendCompilerFailed
 from svhn_vae import compilation
 from svhn_vae.cli import build_parser, config_from_args, main
 from svhn_vae.compilation import AUTO_MIN_STEPS, Compiled, CompileUnavailable, wanted
-from svhn_vae.config import Config, DataConfig, PCAConfig, TrainConfig
+from svhn_vae.config import PRESETS, Config, DataConfig, PCAConfig, TrainConfig, get_preset
+from svhn_vae.representation import Representation
 from svhn_vae.semi_supervised import choose_labelled
-from svhn_vae.train import TrainData, train
+from svhn_vae.train import TrainData, batch_loss, build_model, train
 from test_m2 import C, model_config
 from test_train import synthetic_images, tiny_config
 
@@ -57,6 +58,18 @@ def test_compiled_m2_training_follows_eager():
     eager, compiled = (train(cfg.replace("train", compile=mode), data=data) for mode in ("off", "on"))
     for a, b in zip(eager.history, compiled.history):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("preset", [name for name in PRESETS if get_preset(name).train.compile != "off"])
+def test_a_preset_that_compiles_traces_its_step_as_one_graph(preset):
+    """A graph break (a .item(), a data-dependent shape) would split the step and print Dynamo's warnings."""
+    cfg = tiny_config(preset)
+    images = synthetic_images(64, (8, 8, 3), seed=1)
+    rep = Representation.fit(cfg, [images])
+    stored = rep.prepare(images)
+    loss_of = batch_loss(cfg, build_model(cfg, rep, init_data=stored), rep)
+    explained = torch._dynamo.explain(loss_of)(stored[:32], torch.tensor(1.0), 32, {})
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
 
 
 def test_auto_compiles_long_runs_only():
