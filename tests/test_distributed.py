@@ -82,6 +82,7 @@ def test_torchrun_run_writes_one_line_per_epoch_and_resumes_after_kill_9(tmp_pat
         time.sleep(0.2)
     # torchrun starts its workers in their own sessions: kill -9 the launcher and every worker
     pids = subprocess.run(["pgrep", "-f", "--", f"--run-dir {run}"], capture_output=True, text=True).stdout.split()
+    assert len(pids) >= 3, f"expected the launcher and 2 workers, pgrep found {pids}"  # else nothing is killed
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
     proc.wait()
@@ -89,6 +90,6 @@ def test_torchrun_run_writes_one_line_per_epoch_and_resumes_after_kill_9(tmp_pat
     result = subprocess.run(_torchrun(run, data_dir, "--epochs", str(done + 2)), env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(result.stdout.strip().splitlines()) == 1  # one summary, from rank 0
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout  # one summary, from rank 0
     assert json.loads(result.stdout)["epochs"] == done + 2
     assert [r["epoch"] for r in ckpt.read_metrics(run)] == list(range(1, done + 3))
