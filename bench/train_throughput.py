@@ -3,7 +3,7 @@
 For each preset (``fast``, ``blog-2017``; the pixel presets ``discrete`` and ``hierarchical`` too)
 and precision (``fp32``, ``bf16``) a run of the project's own ``train()`` on generated
 ``synth-digits`` images (SVHN's shape), compiled or not as the preset trains a full run (``fast``'s
-``compile = "auto"`` compiles runs of 5,000 steps and more; the bench's are shorter, so it asks for
+``compile = "auto"`` compiles runs of 10,000 steps and more; the bench's are shorter, so it asks for
 what a full run gets); the figure is the last epoch's ``images_per_s`` from the loop's own record
 (the first epoch compiles and warms caches up). Timed in the same process, for the same preset and
 batch size:
