@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from svhn_vae.errors import UserError
 
 DISK_ERRORS = {
@@ -60,6 +62,12 @@ def write_file(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary path beside ``path``, then move the result into place."""
     with atomic_write(path) as tmp:
         write(tmp)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file (C order), atomically."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:  # a handle: np.save would append ".npy"
+        np.save(handle, np.ascontiguousarray(array))
 
 
 def write_json(path: Path, obj: Any) -> None:

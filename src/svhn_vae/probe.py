@@ -174,12 +174,11 @@ def probe_features(features_train: np.ndarray, labels_train: np.ndarray, feature
     """
     if draws < 1:
         raise UserError("probe: draws must be >= 1")
-    if len(np.unique(labels_train)) < 2:
-        reason = ONE_CLASS
-        log.warning("probe skipped: %s", reason)
-        return {"all" if n is None else str(n): {"skipped": reason} for n in label_counts}
-    results: dict[str, dict[str, Any]] = {}
     n_classes = len(np.unique(labels_train))
+    if n_classes < 2:
+        log.warning("probe skipped: %s", ONE_CLASS)
+        return {"all" if n is None else str(n): {"skipped": ONE_CLASS} for n in label_counts}
+    results: dict[str, dict[str, Any]] = {}
     with tqdm(total=sum(draws if n is not None else 1 for n in label_counts), desc="probe", unit="fit",
               disable=not progress) as bar:
         for n in label_counts:

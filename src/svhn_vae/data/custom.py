@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from svhn_vae.atomic import write_file
+from svhn_vae.atomic import write_json, write_npy
 from svhn_vae.data.checksums import md5sum
 from svhn_vae.data.images import IMAGE_EXTENSIONS, RESIZE_FILTER, decode_image, is_image_file
 from svhn_vae.data.npz import Arrays, read_arrays
@@ -53,7 +53,6 @@ SPLIT_SEED = 0
 """Seed of the permutation that picks that test split."""
 CACHE_FORMAT = 2
 RECORD_FILE = "record.json"
-
 
 
 def is_own(dataset: str) -> bool:
@@ -95,6 +94,11 @@ class OwnSource:
         """The source named ``dataset`` (``folder:PATH`` or ``npz:PATH``) with these options."""
         kind, _, path = canonical_name(dataset).partition(":")
         return cls(kind, Path(path), parse_resize(resize), test_fraction)
+
+    @property
+    def root(self) -> Path:
+        """The folder the source's files are named relative to: the folder itself, or the file's."""
+        return self.path if self.kind == "folder" else self.path.parent
 
     @property
     def name(self) -> str:
@@ -179,7 +183,7 @@ def _stat_files(source: OwnSource) -> dict[str, tuple[int, int]]:
 
 
 def _rel(source: OwnSource, path: Path) -> str:
-    return path.relative_to(source.path).as_posix() if source.kind == "folder" else path.name
+    return path.relative_to(source.root).as_posix()
 
 
 Layout = tuple[dict[str, list[tuple[Path, int]]], "list[str] | None"]
@@ -249,12 +253,12 @@ def _convert(source: OwnSource, folder: Path) -> dict[str, Any]:
     (folder / RECORD_FILE).unlink(missing_ok=True)  # incomplete until the record is back
     for name, (images, labels) in splits.items():
         images_path, labels_path = _cache_paths(folder, name)
-        write_file(images_path, lambda tmp: _save(tmp, images))
+        write_npy(images_path, images)
         if labels is not None:
-            write_file(labels_path, lambda tmp: _save(tmp, labels))
+            write_npy(labels_path, labels)
         record["splits"][name] = {"num_examples": len(images), "images_md5": _md5(images),
                                   "labels_md5": None if labels is None else _md5(labels)}
-    _write_record(folder, record)
+    write_json(folder / RECORD_FILE, record)
     return record
 
 
@@ -339,11 +343,6 @@ def _cache_paths(folder: Path, split: str) -> tuple[Path, Path]:
     return folder / f"{split}.images.npy", folder / f"{split}.labels.npy"
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to the temporary name
-        np.save(handle, np.ascontiguousarray(array))
-
-
 def _md5(array: np.ndarray) -> str:
     return hashlib.md5(np.ascontiguousarray(array).data).hexdigest()
 
@@ -357,10 +356,6 @@ def _read_record(folder: Path) -> dict[str, Any] | None:
     return record if complete and set(record.get("splits", {})) == set(SPLITS) else None
 
 
-def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    write_file(folder / RECORD_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-
-
 def _still_fresh(source: OwnSource, record: dict[str, Any], stamps: dict[str, tuple[int, int]], folder: Path) -> bool:
     """Whether the recorded conversion still matches the source's files. Files whose size or mtime
     moved are hashed again; when their content is unchanged the record takes the new stamps."""
@@ -368,22 +363,20 @@ def _still_fresh(source: OwnSource, record: dict[str, Any], stamps: dict[str, tu
     if set(files) != set(stamps):
         return False
     moved = [rel for rel, stamp in stamps.items() if tuple(files[rel][:2]) != stamp]
-    root = source.path if source.kind == "folder" else source.path.parent
-    if any(md5sum(root / rel, decompress=False) != files[rel][2] for rel in moved):
+    if any(md5sum(source.root / rel, decompress=False) != files[rel][2] for rel in moved):
         return False
     if moved:
         for rel in moved:
             files[rel][:2] = list(stamps[rel])
-        _write_record(folder, record)
+        write_json(folder / RECORD_FILE, record)
     return True
 
 
 def _verify(source: OwnSource, folder: Path, record: dict[str, Any]) -> None:
     """Hash every source file and cached array again; UserError naming the first that differs."""
-    root = source.path if source.kind == "folder" else source.path.parent
     for rel, (_, _, md5) in sorted(record["files"].items()):
-        if md5sum(root / rel, decompress=False) != md5:
-            raise UserError(f"{root / rel} changed while its stamp did not; delete {folder} to convert again")
+        if md5sum(source.root / rel, decompress=False) != md5:
+            raise UserError(f"{source.root / rel} changed while its stamp did not; delete {folder} to convert again")
     for name, part in record["splits"].items():
         images_path, labels_path = _cache_paths(folder, name)
         for path, key in ((images_path, "images_md5"), (labels_path, "labels_md5")):

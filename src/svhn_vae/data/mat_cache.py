@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from svhn_vae.atomic import write_file
+from svhn_vae.atomic import write_file, write_npy
 from svhn_vae.data.paths import user_cache_dir
 from svhn_vae.data.readers import read_svhn_mat
 
@@ -102,11 +102,7 @@ def _write_cache(folder: Path, stem: str, stamp: dict[str, int], images: np.ndar
         out.flush()
         del out
 
-    def write_labels(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, labels)
-
     meta = {**stamp, "num_examples": len(labels)}
     write_file(images_path, write_images)
-    write_file(labels_path, write_labels)
+    write_npy(labels_path, labels)
     write_file(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))

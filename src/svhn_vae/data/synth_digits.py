@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from numpy.lib.format import open_memmap
 
-from svhn_vae.atomic import write_file
+from svhn_vae.atomic import write_file, write_npy
 from svhn_vae.data.checksums import FileCheck, md5sum
 from svhn_vae.data.jpeg import jpeg
 from svhn_vae.data.registry import get_dataset
@@ -350,18 +350,13 @@ def generate_split(folder: Path, split: str, *, num_examples: int | None = None,
 
     write_file(images_path, write_images)
     seconds = time.perf_counter() - t0
-    write_file(labels_path, lambda tmp: _save_npy(tmp, labels["y"]))
+    write_npy(labels_path, labels["y"])
     record = {"dataset": "synth-digits", "split": split, "generator_version": GENERATOR_VERSION, "seed": seed,
               "num_examples": n, "image_shape": list(IMAGE_SHAPE), "chunk": CHUNK,
               "images_md5": md5sum(images_path, decompress=False), "labels_md5": md5sum(labels_path, decompress=False),
               "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
     write_file(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return record
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to the temporary name
-        np.save(handle, array)
 
 
 def load_split_arrays(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
