@@ -1,8 +1,7 @@
 """Speed and memory of the pixel-space IWAE evaluation of a preset (``fast``: PCA 700), on 32x32x3 images.
 
 Trains nothing: an untrained model costs the same per importance sample as a trained one (``--preset
-discrete`` or ``hierarchical`` for the models of 8-bit values; their per-pixel layers are not in
-the ceiling below, which counts one decoder row per image and sample).
+discrete`` or ``hierarchical`` for the models of 8-bit values).
 The PCA (if any) is fitted on generated ``synth-digits`` images (SVHN-shaped colour digits); the timed part
 is :func:`svhn_vae.evaluate.likelihood_metrics` on ``--n`` synth-digits test images with ``--k``
 importance samples (dequantization, projection, IWAE in chunks, pixel-space correction).
@@ -15,9 +14,13 @@ Run from the repository root::
 
 Prints the wall time, the process CPU time (on a machine shared with other jobs, cpu_seconds /
 threads estimates the wall time the machine would take alone) and the peak resident memory, then
-ONE JSON line at the end. Timed in the same process, before and after, is the **ceiling**: the
-decoder's Linear layers alone, forward, on as many rows (images x importance samples) as the
-evaluation decodes, chunk by chunk; ``share_of_ceiling`` = ceiling seconds / evaluation seconds.
+ONE JSON line at the end, with ``seconds_per_10000_images`` (this run's time scaled to 10,000
+images: the work is the same for every batch, so a run on ``--n 1000`` estimates it). Timed in
+the same process, before and after, is the **ceiling**: the Linear and Conv2d layers that the
+evaluation of one batch runs (recorded with hooks: the encoder, the decoder on every importance
+sample, the pixels' per-pixel layers and masked convolutions), alone, forward, on random inputs of
+the same shapes, times the number of batches; ``share_of_ceiling`` = ceiling seconds / evaluation
+seconds.
 The machines this project runs on vary in speed from run to run and between kinds, so that share
 is the figure to compare; ``seconds`` is this run's.
 """
@@ -31,6 +34,7 @@ import time
 
 import torch
 
+from layer_ceiling import ceiling_seconds, forward_flops, layer_runs
 from svhn_vae.allocator import keep_freed_memory
 from svhn_vae.checkpoint import TrainedModel
 from svhn_vae.data import synth_digits
@@ -42,23 +46,6 @@ from svhn_vae.train import build_model, resolve_device
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def decoder_ceiling_seconds(model: torch.nn.Module, rows: int, chunk_rows: int, device: torch.device) -> float:
-    """Seconds the decoder's Linear layers alone take, forward in ``chunk_rows`` chunks, on ``rows`` rows."""
-    layers = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
-    inputs = [torch.randn(chunk_rows, m.in_features, device=device) for m in layers]
-    chunks = max(1, rows // chunk_rows)
-    with torch.inference_mode():
-        for layer, x in zip(layers, inputs):  # warm-up
-            layer(x)
-        t0 = time.perf_counter()
-        for _ in range(min(chunks, 50)):
-            for layer, x in zip(layers, inputs):
-                layer(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return (time.perf_counter() - t0) * chunks / min(chunks, 50)
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,8 +74,12 @@ def main() -> None:
     test_images = synth_digits.generate(args.n, seed=0, split="test")[0]
     rss_before = peak_rss_mb()
 
-    rows, chunk_rows = args.n * args.k, args.batch_size * min(args.sample_chunk, args.k)
-    ceiling_before = decoder_ceiling_seconds(trained.model, rows, chunk_rows, device)
+    # the ceiling: the Linear and Conv2d calls of one batch's evaluation, timed alone, times the batches
+    batches = -(-args.n // args.batch_size)
+    with layer_runs(trained.model) as runs:
+        likelihood_metrics(trained, test_images[:args.batch_size], importance_samples=args.k, seed=0,
+                           batch_size=args.batch_size, sample_chunk=args.sample_chunk, device=device)
+    ceiling_before = ceiling_seconds(runs, backward=False) * batches
 
     # --- timed: the pixel-space likelihood ----------------------------------------------------------
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -97,19 +88,20 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
-    ceiling = (ceiling_before + decoder_ceiling_seconds(trained.model, rows, chunk_rows, device)) / 2
+    ceiling = (ceiling_before + ceiling_seconds(runs, backward=False) * batches) / 2
 
     result = {"bench": "evaluate_speed", "preset": args.preset, "data_dim": rep.data_dim, "n": args.n,
               "importance_samples": args.k, "batch_size": args.batch_size, "sample_chunk": args.sample_chunk,
               "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
               "cpu_seconds": round(cpu_seconds, 2),
-              "images_per_s": round(args.n / seconds, 2), "ceiling_seconds": round(ceiling, 2),
+              "images_per_s": round(args.n / seconds, 2), "seconds_per_10000_images": round(seconds * 10000 / args.n, 1),
+              "ceiling_seconds": round(ceiling, 2), "gflop_per_image": round(forward_flops(runs) / args.batch_size / 1e9, 3),
               "share_of_ceiling": round(ceiling / seconds, 3), "peak_rss_mb_before": round(rss_before, 1),
               "peak_rss_mb": round(peak_rss_mb(), 1), "bpd_iwae_untrained": round(out["bpd_iwae"], 4)}
     if device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(f"{args.n} images x {args.k} importance samples in {seconds:.1f} s "
-          f"({args.n / seconds:.1f} img/s; the decoder's Linear layers alone: {ceiling:.1f} s), "
+          f"({args.n / seconds:.1f} img/s; its Linear and Conv2d layers alone: {ceiling:.1f} s), "
           f"peak RSS {result['peak_rss_mb']:.0f} MiB")
     print(json.dumps(result))
 

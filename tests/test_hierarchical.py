@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from svhn_vae.config import ModelConfig
+from svhn_vae.config import Config, ModelConfig, get_preset
 from svhn_vae.models import VAE, HierarchicalVAE, build_vae
-from svhn_vae.models.hierarchical import gaussian_kl_between
+from svhn_vae.models.hierarchical import gaussian_kl_between, soft_clamp
 
 SHAPE = (4, 4, 1)
 
@@ -111,3 +111,36 @@ def test_a_training_step_moves_every_layer(likelihood):
         opt.step()
     posterior = model.ladder[0].posterior
     assert posterior[-1].weight.abs().sum() > 0 and posterior[0][0][0].weight.grad.abs().sum() > 0
+
+
+def test_lower_layers_stay_bounded_whatever_their_networks_output():
+    """Softly clamped (NVAE): small values pass unchanged, huge ones stop at the bound, so a prior
+    variance cannot shrink without limit under a moving posterior mean (a KL of 10^7 nats in training)."""
+    b = model_config().ladder_bound
+    small = torch.linspace(-0.1, 0.1, 11)
+    torch.testing.assert_close(soft_clamp(small, b), small, atol=1e-4, rtol=0)
+    assert soft_clamp(torch.tensor([-1e6, 1e6]), b).abs().max() <= b
+    model = HierarchicalVAE(model_config(hierarchy=(2,)), data_dim=16, image_shape=SHAPE).eval()
+    with torch.no_grad():
+        for layer in model.ladder:
+            layer.prior.weight.mul_(1e4)
+            layer.posterior[-1].weight.normal_(std=1e4)
+        p = model._pass(pixels(8), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(p.kl_dims).all() and torch.isfinite(p.log_ratio).all()
+    # KL = (-d_logvar + e^d_logvar + d_mu^2 / var_p - 1) / 2 with |d_mu|, |d_logvar|, |logvar_p| < b
+    assert float(p.kl_dims[:, 3:].max()) < 0.5 * (b - 1 + (1 + b ** 2) * torch.e ** b)
+
+
+def test_runs_saved_before_the_bound_load_unbounded_and_new_configs_bounded():
+    cfg = get_preset("hierarchical")
+    assert cfg.model.ladder_bound == 5.0
+    saved = cfg.to_dict()
+    del saved["model"]["ladder_bound"]  # a run saved by the release before the bound
+    assert Config.from_saved(saved).model.ladder_bound == 0.0
+    assert Config.from_saved(cfg.to_dict()).model.ladder_bound == 5.0
+    assert Config.from_dict(saved).model.ladder_bound == 5.0  # a config file that leaves it out: the default
+    model = HierarchicalVAE(model_config(hierarchy=(2,), ladder_bound=0.0), data_dim=16, image_shape=SHAPE).eval()
+    with torch.no_grad():
+        model.ladder[0].prior.weight.mul_(1e3)
+        unbounded = model._pass(pixels(4), at_mean=True).mu[:, 3:]
+    assert float(unbounded.abs().max()) > 5.0  # 0 leaves the layer's outputs as they are

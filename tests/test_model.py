@@ -136,6 +136,22 @@ def test_conv_architecture_round_trips_shapes(shape):
     assert model.decode(torch.zeros(3, 4)).mean().shape == (3, d) and terms.rec.shape == (3,)
 
 
+def test_conv_decoder_runs_channels_last_with_the_same_numbers():
+    cfg = ModelConfig(input="pixels", architecture="conv", latent_dim=4, conv_channels=(4, 8),
+                      residual_blocks=1, likelihood="bernoulli")
+    model = VAE(cfg, data_dim=16 * 16 * 3, image_shape=(16, 16, 3)).eval()
+    formats = []
+    model.decoder.deconvs.register_forward_hook(
+        lambda _m, args, _out: formats.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    z = torch.randn(5, 4)
+    with torch.no_grad():
+        fast = model.decode(z).mean()
+        ch, side = model.decoder.start
+        plain = model.decoder.head(model.decoder.deconvs(model.decoder.fc(z).view(-1, ch, side, side))).mean()
+    assert formats[0] and not formats[1]  # the decoder's maps were channels_last, the reference's not
+    torch.testing.assert_close(fast, plain)
+
+
 def test_importance_log_weights_shape():
     model = _tiny("gaussian-fixed").eval()
     assert model.log_weights(torch.rand(4, 12), 7, generator=torch.Generator().manual_seed(0)).shape == (7, 4)

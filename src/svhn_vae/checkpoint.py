@@ -110,7 +110,7 @@ def load_run_config(run_dir: Path) -> Config:
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); train one with 'svhn-vae train --run-dir'")
-    return Config.from_dict(json.loads(path.read_text()))
+    return Config.from_saved(json.loads(path.read_text()))
 
 
 def _without_epochs(config: Config) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def load_trained(path: str | Path, *, which: str = "best", device: str | torch.d
         file = checkpoint_path(run_dir, which)
         file = file if file.exists() else checkpoint_path(run_dir, "last")
     state = load_checkpoint(file, map_location=device)
-    config = Config.from_dict(state["config"])
+    config = Config.from_saved(state["config"])
     rep = Representation.from_state_dict(state["representation"])
     model = build_vae(config.model, data_dim=rep.data_dim, image_shape=rep.image_shape)
     try:

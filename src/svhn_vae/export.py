@@ -56,7 +56,7 @@ def dataset_record(config: Config) -> dict[str, Any]:
 
 def card(state: dict[str, Any], run_dir: Path, *, which: str) -> dict[str, Any]:
     """The ``card.json`` of a checkpoint ``state`` of ``run_dir``."""
-    config = Config.from_dict(state["config"])
+    config = Config.from_saved(state["config"])
     metrics = ckpt.read_metrics(run_dir)
     eval_path = run_dir / "eval.json"
     return {

@@ -197,7 +197,10 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor):
         ch, side = self.start
-        return self.head(self.deconvs(self.fc(z).view(-1, ch, side, side)))
+        # channels_last, as the encoder's images already are (pixel rows are H, W, C): 1.14x a
+        # training step of `discrete --architecture conv` on a CPU (bench/train_throughput.py)
+        maps = self.fc(z).view(-1, ch, side, side).contiguous(memory_format=torch.channels_last)
+        return self.head(self.deconvs(maps))
 
 
 def build_encoder(cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> nn.Module:

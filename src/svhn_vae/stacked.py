@@ -89,7 +89,7 @@ class M1Latents(Representation):
 
     @classmethod
     def from_m1_state(cls, state: dict[str, Any]) -> M1Latents:
-        config = Config.from_dict(state["config"])
+        config = Config.from_saved(state["config"])
         rep = Representation.from_state_dict(state["representation"])
         m1 = build_vae(config.model, data_dim=rep.data_dim, image_shape=rep.image_shape)
         m1.load_state_dict(state["model"])
