@@ -189,9 +189,9 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
 
 def test_m2_trains_resumes_and_every_command_uses_it(tmp_path, data_dir, capsys):
     run = tmp_path / "m2"
-    flags = ["--dataset", "mnist", "--data-dir", str(data_dir), "--components", "8", "--latent-dim", "3",
-             "--encoder-shared", "16", "--decoder", "16", "--classifier", "16", "--batch-size", "32",
-             "--labels", "20", "--labelled-batch", "8", "--fixed-variance-dims", "4", "--device", "cpu",
+    flags = ["--dataset", "mnist", "--data-dir", str(data_dir), "--latent-dim", "3", "--encoder-shared", "16",
+             "--decoder", "16", "--classifier-channels", "4,8", "--batch-size", "32",
+             "--labels", "20", "--labelled-batch", "8", "--device", "cpu",
              "--no-progress", "--run-dir", str(run)]
     assert main(["train", "--preset", "m2", *flags, "--epochs", "1"]) == 0
     assert main(["train", "--preset", "m2", *flags, "--epochs", "2", "--resume"]) == 0
@@ -233,8 +233,8 @@ def test_m1_plus_m2_trains_on_the_latents_of_a_trained_vae(tmp_path, data_dir, c
     common = ["--dataset", "mnist", "--data-dir", str(data_dir), "--components", "8", "--latent-dim", "3",
               "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--no-progress"]
     assert main(["train", *m1_flags, *common, "--encoder-shared", "16", "--decoder", "16", "--run-dir", str(m1)]) == 0
-    assert main(["train", "--preset", "m2", *common, "--m1", str(m1), "--encoder-shared", "16", "--decoder", "16",
-                 "--classifier", "16", "--labels", "20", "--fixed-variance-dims", "0", "--run-dir", str(run)]) == 0
+    assert main(["train", "--preset", "m1-m2", *common, "--m1", str(m1), "--encoder-shared", "16", "--decoder", "16",
+                 "--classifier", "16", "--labels", "20", "--run-dir", str(run)]) == 0
     for child in (m1 / "checkpoints").iterdir():  # the stacked run stands alone
         child.unlink()
     assert main(["evaluate", str(run), "--importance-samples", "4", "--no-probe", "--no-quality",
