@@ -111,6 +111,36 @@ def test_labelled_weight_adds_the_drawn_examples_elbo(model):
     assert extra["y"].tolist() == [HIDDEN, 1, HIDDEN, HIDDEN, 1, HIDDEN, 1, 1, 1]
 
 
+def test_consistency_reads_decoded_draws_with_the_classifier_held_fixed(model):
+    model.train()
+    stats = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    log_q = model.decoded_label_log_q(5, generator=torch.Generator().manual_seed(3))
+    latents = model.sample_latents(5, generator=torch.Generator().manual_seed(3))
+    y = latents[:, 2:].argmax(-1)
+    decoded = model.decode(latents).mean()  # the decoder as it trains, the classifier as it classifies
+    expected = torch.log_softmax(model.classifier.eval()(decoded), -1)[torch.arange(5), y]
+    assert torch.allclose(log_q, expected, atol=1e-6)
+    model.train()
+    log_q.sum().backward()
+    assert all(p.grad is None for p in model.classifier.parameters())  # the classifier is not taught
+    assert all(p.grad is not None for p in model.decoder.parameters())  # the decoder is
+    assert all(torch.equal(v, stats[k]) for k, v in model.classifier.state_dict().items())  # nor its statistics
+    assert model.classifier.training
+
+
+def test_consistency_adds_the_decoded_draws_cross_entropy(model):
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    stream = Labels(labels, np.array([1, 4]), alpha=0.1, labelled_batch=3, consistency=5.0)
+    rows, extra = stream.batch(torch.arange(6), torch.tensor([1, 4, 1]))
+    assert extra["decoded_rows"] == 6
+    terms = model(binary(6)[rows], generator=torch.Generator().manual_seed(0), **extra)
+    loss, _ = stream.loss(terms, batch=6)
+    expected = -terms.elbo[:6].mean() - 0.1 * 2 * terms.log_q_label[6:].mean() - 5.0 * terms.log_q_decoded.mean()
+    assert terms.log_q_decoded.shape == (6,) and torch.allclose(loss, expected)
+    assert "decoded_rows" not in Labels(labels, np.array([1, 4]), alpha=0.1, labelled_batch=3).batch(
+        torch.arange(6), torch.tensor([1, 4, 1]))[1]
+
+
 def test_importance_weights_add_the_classes_inside_every_draw(model, at_the_mean):
     x = binary(3)
     with torch.no_grad():
@@ -203,7 +233,9 @@ def test_m2_trains_resumes_and_every_command_uses_it(tmp_path, data_dir, capsys)
     assert found["n"] == 24 and sum(map(sum, found["confusion"])) == 24 and 0 <= found["error"] <= 1
     assert "classifier q(y|x) with 20 labels: test error" in out
     assert result["bpd_elbo"] >= result["bpd_iwae"] > 0
-    assert result["quality"]["label_control"]["n_images"] == 40 * 10 // 10
+    control = result["quality"]["label_control"]
+    assert control["n_images"] == control["test_styles"]["n_images"] == 40 * 10 // 10
+    assert 0 <= control["test_styles"]["read_as_label"] <= 1 and "with test images' styles" in out
     assert main(["classify", str(run), "--data-dir", str(data_dir), "--out", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["error"] == found["error"]
     capsys.readouterr()

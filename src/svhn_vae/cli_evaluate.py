@@ -251,8 +251,12 @@ def _quality_lines(quality: dict[str, Any] | None) -> list[str]:
 def _label_control_lines(control: dict[str, Any] | None) -> list[str]:
     if not control:
         return []
-    return [f"   style/content: the classifier reads {_percent(control['read_as_label'])} of {control['n_images']} "
-            "images (prior styles x labels) as the label they were decoded with"]
+    lines = [f"   style/content: the classifier reads {_percent(control['read_as_label'])} of {control['n_images']} "
+             "images (prior styles x labels) as the label they were decoded with"]
+    if control.get("test_styles"):
+        test = control["test_styles"]
+        lines.append(f"   and {_percent(test['read_as_label'])} of {test['n_images']} with test images' styles")
+    return lines
 
 
 # --- compare --------------------------------------------------------------------------------------

@@ -329,6 +329,10 @@ class TrainConfig:
     labelled_weight: float = 0.0
     """M2: also add this weight times the drawn labelled examples' mean negative ELBO to every step's
     loss (0: Kingma et al.'s objective exactly, see svhn_vae.semi_supervised)."""
+    consistency: float = 0.0
+    """M2: also add this weight times the cross-entropy with which the classifier q(y|x), held fixed,
+    reads the decoder's mean images of prior styles and uniform labels (one per batch row) as their
+    labels: it teaches the decoder to draw the digit y names (0: Kingma et al.'s objective)."""
     seed: int = 0
     """Seed of every random choice (initialisation, batches, noise)."""
     device: str = "auto"
@@ -376,6 +380,7 @@ class TrainConfig:
         check(self.alpha >= 0, "train", "alpha", "must be >= 0")
         check(self.labelled_batch > 0, "train", "labelled_batch", "must be positive")
         check(self.labelled_weight >= 0, "train", "labelled_weight", "must be >= 0")
+        check(self.consistency >= 0, "train", "consistency", "must be >= 0")
 
 
 @dataclass

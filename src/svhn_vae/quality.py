@@ -277,15 +277,30 @@ def generate_images(trained: TrainedModel, n: int, *, seed: int = 0, batch_size:
 
 @torch.no_grad()
 def label_control(trained: TrainedModel, classifier: FeatureClassifier, *, n: int, seed: int = 0,
-                  device: str | torch.device = "cpu") -> dict[str, Any]:
+                  images: np.ndarray | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
     """For a model with a label latent (M2): how often the feature classifier reads an image decoded
-    from a prior style z and label y as the digit y; n // C styles, each with every label (the
-    style/content grid's images), quantised like real images."""
-    from svhn_vae.figures import label_styles, style_content_images
+    from a style z and label y as the digit y; n // C prior styles, each with every label (the
+    style/content grid's images), quantised like real images. With uint8 ``images`` (N, H, W, C),
+    also under ``test_styles`` for their posterior styles (the grid's lower rows)."""
+    from svhn_vae.figures import label_styles
 
     model = trained.model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    styles = label_styles(model, trained.representation, prior_rows=max(1, n // model.classes), generator=gen)
+    found = _read_as_label(trained, classifier, label_styles(model, trained.representation,
+                                                             prior_rows=max(1, n // model.classes), generator=gen),
+                           device=device)
+    if images is not None and len(images):
+        styles = label_styles(model, trained.representation, images, prior_rows=0)
+        found["test_styles"] = _read_as_label(trained, classifier, styles, device=device)
+    return found
+
+
+def _read_as_label(trained: TrainedModel, classifier: FeatureClassifier, styles: torch.Tensor, *,
+                   device: str | torch.device) -> dict[str, Any]:
+    """How the feature classifier reads every style (R, latent_dim) decoded with each label."""
+    from svhn_vae.figures import style_content_images
+
+    model = trained.model
     images = (style_content_images(model, trained.representation, styles) * 255).round().to(torch.uint8)
     _, probs = classifier_features(classifier, images.cpu().numpy(), device=device)
     asked = np.tile(np.arange(model.classes), len(styles))
@@ -327,7 +342,8 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         bar.update(1)
         sample_feats, sample_probs = classifier_features(model, samples, device=device)
         bar.update(1)
-    control = (label_control(trained, model, n=n_samples, seed=seed, device=device)
+    control = (label_control(trained, model, n=n_samples, seed=seed, device=device,
+                             images=test_images[ref_idx[:max(1, n_samples // trained.model.classes)]])
                if has_label_latent(trained.model) else None)
     return {
         "label_control": control,

@@ -14,7 +14,12 @@ gives the first part (each row's L when its label is given, else U), and ``label
 labelled examples drawn with replacement give the classifier's term, so every step sees both.
 ``labelled_weight`` > 0 adds that weight times the drawn examples' mean negative ELBO L, which
 departs from J: the labelled examples then teach the decoder what y means at every step, not
-only in the N_l / N of the batch rows that happen to be labelled.
+only in the N_l / N of the batch rows that happen to be labelled. ``consistency`` > 0 departs from
+it too: it adds that weight times the cross-entropy with which the classifier, held fixed, reads
+the decoder's mean images of as many (prior style, uniform label) draws as the batch has rows
+(:meth:`~svhn_vae.models.m2.M2.decoded_label_log_q`); like InfoGAN's (Chen et al. 2016) term, it
+bounds the mutual information of y and the decoded image from below, so that y, not the style,
+draws the digit.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ class Labels:
     """The labels training may read and the semi-supervised loss (see the module doc)."""
 
     def __init__(self, labels: np.ndarray, labelled: np.ndarray, *, alpha: float, labelled_batch: int,
-                 labelled_weight: float = 0.0, device: torch.device | str = "cpu") -> None:
+                 labelled_weight: float = 0.0, consistency: float = 0.0,
+                 device: torch.device | str = "cpu") -> None:
         visible = np.full(len(labels), HIDDEN, dtype=np.int64)
         visible[labelled] = np.asarray(labels)[labelled]  # the only labels read
         self.visible = torch.from_numpy(visible).to(device)
@@ -60,6 +66,7 @@ class Labels:
         self.class_weight = alpha * len(labelled)
         self.labelled_batch = labelled_batch
         self.labelled_weight = labelled_weight
+        self.consistency = consistency
 
     def epoch_draws(self, steps: int, generator: torch.Generator) -> torch.Tensor:
         """(steps, labelled_batch) indices of the labelled examples of every step of an epoch."""
@@ -68,18 +75,24 @@ class Labels:
 
     def batch(self, idx: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, dict[str, object]]:
         """Rows of a step: the batch ``idx`` then the labelled ``draws``, and the model's keyword
-        arguments (their labels, and the rows whose ELBO counts)."""
+        arguments (their labels, the rows whose ELBO counts, and how many decoded draws to classify)."""
         rows = torch.cat([idx, draws])
-        return rows, {"y": self.visible[rows], "elbo_rows": None if self.labelled_weight else len(idx)}
+        extra = {"y": self.visible[rows], "elbo_rows": None if self.labelled_weight else len(idx)}
+        if self.consistency:
+            extra["decoded_rows"] = len(idx)
+        return rows, extra
 
     def loss(self, terms: ElboTerms, *, batch: int, beta: float = 1.0) -> tuple[torch.Tensor, ElboTerms]:
         """The step's estimate of J from the terms of :meth:`batch`'s rows, the first ``batch`` of them
         the batch's: its mean negative bound minus the classifier's term, alpha N_l times the mean
         log q(y|x) of the drawn labelled examples (and, with ``labelled_weight``, that times their
-        mean negative ELBO); and the batch's own terms."""
+        mean negative ELBO; with ``consistency``, that times the decoded draws' mean -log q(y|x));
+        and the batch's own terms."""
         n = batch
         bound = terms.objective(beta=beta)
         loss = -bound[:n].mean() - self.class_weight * terms.log_q_label[n:].mean()
         if self.labelled_weight:
             loss = loss - self.labelled_weight * bound[n:].mean()
+        if self.consistency:
+            loss = loss - self.consistency * terms.log_q_decoded.mean()
         return loss, ElboTerms(rec=terms.rec[:n], kl=terms.kl[:n])

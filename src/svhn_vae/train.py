@@ -354,7 +354,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
         raise UserError("the M2 model trains on labels: give TrainData its labels and labelled indices")
     labels = None if data.labelled is None else Labels(data.labels, data.labelled, alpha=tc.alpha,
                                                        labelled_batch=tc.labelled_batch,
-                                                       labelled_weight=tc.labelled_weight, device=device)
+                                                       labelled_weight=tc.labelled_weight,
+                                                       consistency=tc.consistency, device=device)
     if tc.early_stopping == "val" and val_x is None:
         raise UserError("early stopping on 'val' needs a validation split: set --val-fraction (e.g. 0.05)")
 

@@ -28,6 +28,7 @@ import math
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from svhn_vae.config import ModelConfig
@@ -70,6 +71,23 @@ class M2(VAE):
         """log q(y|x), (B, C) float32."""
         return F.log_softmax(self.classifier(x[:, :self.classifier_inputs]).float(), dim=-1)
 
+    def decoded_label_log_q(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) log q(y | E[x|y,z]) of n draws z ~ N(0, I), y ~ Uniform(C): how surely the classifier
+        reads the decoder's mean images as their labels. The classifier is held fixed (its
+        parameters detached, BatchNorm on its running statistics), so the gradient teaches the
+        decoder alone; ``train.consistency`` weights this term (:mod:`svhn_vae.semi_supervised`)."""
+        latents = self.sample_latents(n, generator=generator)  # no_grad: z and y are inputs here
+        y = latents[:, self.cfg.latent_dim:].argmax(-1)
+        x = self.decode(latents).mean()[:, :self.classifier_inputs]
+        fixed = {name: t.detach() for name, t in self.classifier.state_dict(keep_vars=True).items()}
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            logits = functional_call(self.classifier, fixed, (x,))
+        finally:
+            self.classifier.train(was_training)
+        return F.log_softmax(logits.float(), dim=-1).gather(1, y[:, None])[:, 0]
+
     def _onehot(self, y: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y, self.classes).float()
 
@@ -86,12 +104,13 @@ class M2(VAE):
         return self.decode(self.with_labels(z, y)).log_prob(x), gaussian_kl(mu, logvar)
 
     def forward(self, x: torch.Tensor, *, y: torch.Tensor | None = None, elbo_rows: int | None = None,
-                generator: torch.Generator | None = None, iw_samples: int = 1) -> ElboTerms:
+                decoded_rows: int = 0, generator: torch.Generator | None = None, iw_samples: int = 1) -> ElboTerms:
         """Per-example terms of inputs x (B, D) with labels y (B,) (-1: unlabelled; None: all unlabelled).
 
         The ELBO terms are computed for the first ``elbo_rows`` rows (default all); ``log_q_label``
-        (B,) for every row, 0 where unlabelled. With ``iw_samples`` k > 1 (no labels): the k
-        importance log-weights of p(x) (see the module doc) as ``rec_samples``.
+        (B,) for every row, 0 where unlabelled; ``log_q_decoded`` for ``decoded_rows`` decoded prior
+        draws (:meth:`decoded_label_log_q`) when that is > 0. With ``iw_samples`` k > 1 (no labels):
+        the k importance log-weights of p(x) (see the module doc) as ``rec_samples``.
         """
         if iw_samples > 1:
             if y is not None:
@@ -116,7 +135,8 @@ class M2(VAE):
         q = log_qu.exp().T  # (C, U)
         rec[~known] = (q * rec_c).sum(0)
         kl[~known] = (q * kl_c).sum(0) + (q * (log_qu.T - self.log_prior_y())).sum(0)
-        return ElboTerms(rec=rec, kl=kl, log_q_label=log_q_label)
+        decoded = self.decoded_label_log_q(decoded_rows, generator=generator) if decoded_rows else None
+        return ElboTerms(rec=rec, kl=kl, log_q_label=log_q_label, log_q_decoded=decoded)
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, n_samples: int, *,

@@ -38,6 +38,8 @@ class ElboTerms:
     """(B, L) the closed-form KL of each latent dimension (plain ELBO only); ``kl`` is their sum."""
     log_q_label: torch.Tensor | None = None
     """(B,) log q(y|x) of each given label, 0 where none is given (models with a label latent only)."""
+    log_q_decoded: torch.Tensor | None = None
+    """(R,) log q(y | E[x|y,z]) of R decoded (prior style, label) pairs (M2 with ``decoded_rows``)."""
 
     @property
     def elbo(self) -> torch.Tensor:
