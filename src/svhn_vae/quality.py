@@ -281,16 +281,16 @@ def label_control(trained: TrainedModel, classifier: FeatureClassifier, *, n: in
     """For a model with a label latent (M2): how often the feature classifier reads an image decoded
     from a style z and label y as the digit y; n // C prior styles, each with every label (the
     style/content grid's images), quantised like real images. With uint8 ``images`` (N, H, W, C),
-    also under ``test_styles`` for their posterior styles (the grid's lower rows)."""
+    also under ``test_styles`` for the posterior styles of as many of them (the grid's lower rows)."""
     from svhn_vae.figures import label_styles
 
     model = trained.model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    found = _read_as_label(trained, classifier, label_styles(model, trained.representation,
-                                                             prior_rows=max(1, n // model.classes), generator=gen),
-                           device=device)
+    rows = max(1, n // model.classes)
+    found = _read_as_label(trained, classifier, label_styles(model, trained.representation, prior_rows=rows,
+                                                             generator=gen), device=device)
     if images is not None and len(images):
-        styles = label_styles(model, trained.representation, images, prior_rows=0)
+        styles = label_styles(model, trained.representation, images[:rows], prior_rows=0)
         found["test_styles"] = _read_as_label(trained, classifier, styles, device=device)
     return found
 
@@ -343,7 +343,7 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         sample_feats, sample_probs = classifier_features(model, samples, device=device)
         bar.update(1)
     control = (label_control(trained, model, n=n_samples, seed=seed, device=device,
-                             images=test_images[ref_idx[:max(1, n_samples // trained.model.classes)]])
+                             images=test_images[ref_idx])
                if has_label_latent(trained.model) else None)
     return {
         "label_control": control,
