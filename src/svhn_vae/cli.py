@@ -60,8 +60,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-    """The preset (or ``base``) with every flag the user gave applied on top."""
-    config = base if base is not None else get_preset(args.preset or DEFAULT_PRESET)
+    """The preset (in its recipe for ``--likelihood``, or ``base``) with every flag the user gave applied on top."""
+    config = base if base is not None else get_preset(args.preset or DEFAULT_PRESET,
+                                                      likelihood=getattr(args, "model.likelihood", None))
     sections = {}
     for section in SECTIONS:  # every section changed first, then the whole config checked once
         changes = {k.split(".", 1)[1]: v for k, v in vars(args).items()
@@ -100,12 +101,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from svhn_vae.distributed import launched_rank
     from svhn_vae.train import train
 
+    base = None  # the preset, in its recipe for --likelihood
     if args.config is not None:
         base = load_config_file(args.config)
     elif args.preset is None and args.resume and (args.run_dir / checkpoint.CONFIG_FILE).exists():
         base = checkpoint.load_run_config(args.run_dir)
-    else:
-        base = get_preset(args.preset or DEFAULT_PRESET)
     config = config_from_args(args, base)
     result = train(config, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, tensorboard=args.tensorboard)
@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a VAE into a run folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--preset", default=None, choices=list(PRESETS),
-                       help=f"starting configuration (default: {DEFAULT_PRESET}, or the run's own with --resume)")
+                       help=f"starting configuration (default: {DEFAULT_PRESET}, or the run's own with --resume); "
+                            "some have a recipe for another --likelihood (hierarchical for bernoulli)")
     start.add_argument("--config", type=Path, default=None, metavar="FILE",
                        help="starting configuration from a file: a run's config.json, or TOML with the same sections")
     p.add_argument("--run-dir", type=Path, required=True, help="folder for config, metrics, checkpoints, figures")
