@@ -11,7 +11,7 @@ from torch.distributions import Normal, kl_divergence
 
 from svhn_vae.classification import confusion_matrix
 from svhn_vae.cli import main
-from svhn_vae.config import Config, DataConfig, ModelConfig, TrainConfig
+from svhn_vae.config import Config, DataConfig, ModelConfig, TrainConfig, get_preset
 from svhn_vae.errors import UserError
 from svhn_vae.models import M2, build_vae
 from svhn_vae.models import m2 as m2_module
@@ -208,6 +208,11 @@ def test_labels_and_the_label_latent_go_together():
         Config(train=TrainConfig(labels=100))
     with pytest.raises(UserError, match="give --labels N"):
         Config(model=ModelConfig(classes=10))
+    with pytest.raises(UserError, match="consistency.*--preset m2"):
+        Config(train=TrainConfig(consistency=1.0))
+    with pytest.raises(UserError, match="consistency.*pixel by pixel"):
+        get_preset("m2").replace("model", likelihood="logistic-mixture", context_width=4)
+    assert get_preset("m2").replace("model", likelihood="logistic-mixture").train.consistency == 100  # no context: fine
     with pytest.raises(UserError, match="dense blocks"):
         ModelConfig(input="pixels", architecture="conv", classes=10)
 

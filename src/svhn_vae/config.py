@@ -401,6 +401,11 @@ class Config:
               "the M2 model learns from labels: give --labels N (e.g. 100)")
         check(not m2 or (self.train.iw_samples == 1 and self.train.free_bits == 0), "train", "iw_samples",
               "M2 trains on its ELBO: use --iw-samples 1 and --free-bits 0")
+        check(self.train.consistency == 0 or m2, "train", "consistency",
+              "the term reads decoded images with M2's classifier: use --preset m2, or --consistency 0")
+        check(self.train.consistency == 0 or self.model.context_width == 0, "train", "consistency",
+              "images whose pixels see their context decode pixel by pixel, without gradients: "
+              "use --consistency 0 or --context-width 0")
         if scored_data(self.model.likelihood) != "dequantized":
             check(self.model.input == "pixels", "model", "likelihood",
                   f"'{self.model.likelihood}' is a distribution of pixels: needs input 'pixels'")
