@@ -608,10 +608,10 @@ def _m2() -> Config:
     (validation 19.9%, 16.1%, 16.3%), and 95.6%, 94.7%, 92.0% of its decoded (prior style, label)
     images read as their label. MNIST with 1000 labels, ``--likelihood bernoulli --epochs 20`` (30
     minutes): 3.4%, 99.8% read; with 100 labels and ``--epochs 10``, 7.0%, 98.4% read (with the
-    Gaussian output, 40.3%: use Bernoulli on grey digits). The earlier preset (``--latent-dim 8 --alpha 1 --consistency 0
-    --classifier-channels 16,32,64``) erred less, 13.7% on synth-digits, but only 72.4% of its
-    images read as their label; on MNIST, with ``--classifier-channels 32,64,128 --epochs 20``,
-    2.6% and 95.0%.
+    Gaussian output, 40.3%: use Bernoulli on grey digits). The earlier preset (``--latent-dim 8
+    --alpha 1 --consistency 0 --classifier-channels 16,32,64``) erred less, 13.7% on
+    synth-digits, but only 72.4% of its images read as their label; on MNIST, with
+    ``--classifier-channels 32,64,128 --epochs 20``, 2.6% and 95.0%.
     """
     cfg = _fast()
     cfg.model = dataclasses.replace(cfg.model, input="pixels", fixed_variance_dims=0)
@@ -681,5 +681,5 @@ def get_preset(name: str, likelihood: str | None = None) -> Config:
     has one (:data:`LIKELIHOOD_RECIPES`), else the preset as it is."""
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    recipe = LIKELIHOOD_RECIPES.get((name, likelihood))
-    return recipe(PRESETS[name]()) if recipe else PRESETS[name]()
+    cfg, recipe = PRESETS[name](), LIKELIHOOD_RECIPES.get((name, likelihood))
+    return recipe(cfg) if recipe else cfg
