@@ -13,6 +13,7 @@ from svhn_vae.cli import main
 from svhn_vae.config import Config, DataConfig
 from svhn_vae.data import custom, load_split
 from svhn_vae.data.images import read_image
+from svhn_vae.data.loading import image_shape
 from svhn_vae.errors import UserError
 
 CLASSES = ("cat", "ant", "bee")  # sorted: ant 0, bee 1, cat 2
@@ -296,5 +297,6 @@ def test_unlabelled_images_train_and_say_why_probe_and_quality_are_skipped(tmp_p
     assert set(result["skipped"]) == {"probe", "quality"} and "has no labels" in result["skipped"]["probe"]
     assert "probe and quality skipped" in caplog.text and "probe" not in {k for k in result if k != "skipped"}
     assert main(["report", str(run)]) == 0
+    assert image_shape(DataConfig(dataset=f"folder:{tmp_path / 'flat'}", test_fraction=0.2))[2] == 3  # m2: Gaussian
     assert main(["train", "--preset", "m2", *flags, "--run-dir", str(tmp_path / "m2")]) == 2
     assert "has no labels" in capsys.readouterr().err

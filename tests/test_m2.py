@@ -11,7 +11,7 @@ from torch.distributions import Normal, kl_divergence
 
 from svhn_vae.classification import confusion_matrix
 from svhn_vae.cli import main
-from svhn_vae.config import Config, DataConfig, ModelConfig, TrainConfig, get_preset
+from svhn_vae.config import Config, DataConfig, ModelConfig, TrainConfig, for_images, get_preset
 from svhn_vae.errors import UserError
 from svhn_vae.models import M2, build_vae
 from svhn_vae.models import m2 as m2_module
@@ -217,6 +217,17 @@ def test_labels_and_the_label_latent_go_together():
         ModelConfig(input="pixels", architecture="conv", classes=10)
 
 
+def test_auto_likelihood_is_chosen_from_the_channels():
+    m2 = get_preset("m2")
+    assert m2.model.likelihood == "auto"
+    assert for_images(m2, 1).model.likelihood == "logistic-mixture"
+    assert for_images(m2, 3).model.likelihood == "gaussian-logvar"
+    bernoulli = m2.replace("model", likelihood="bernoulli")
+    assert for_images(bernoulli, 1) is bernoulli  # a likelihood the user chose stays
+    with pytest.raises(UserError, match="'auto'.*needs input 'pixels'"):
+        get_preset("fast").replace("model", likelihood="auto")
+
+
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     matrix = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
@@ -229,7 +240,8 @@ def test_m2_trains_resumes_and_every_command_uses_it(tmp_path, data_dir, capsys)
              "--labels", "20", "--labelled-batch", "8", "--device", "cpu",
              "--no-progress", "--run-dir", str(run)]
     assert main(["train", "--preset", "m2", *flags, "--epochs", "1"]) == 0
-    assert main(["train", "--preset", "m2", *flags, "--epochs", "2", "--resume"]) == 0
+    assert main(["train", "--preset", "m2", *flags, "--epochs", "2", "--resume"]) == 0  # 'auto' resolved alike
+    assert json.loads((run / "config.json").read_text())["model"]["likelihood"] == "logistic-mixture"  # grey
     assert main(["evaluate", str(run), "--importance-samples", "4", "--probe-draws", "1", "--quality-samples", "40",
                  "--no-progress", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out

@@ -17,8 +17,8 @@ from typing import Any
 
 from svhn_vae import cli_classify, cli_evaluate, cli_figures
 from svhn_vae.allocator import keep_freed_memory
-from svhn_vae.config import (COMPILE_MODES, DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, get_preset,
-                             load_config_file)
+from svhn_vae.config import (COMPILE_MODES, DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, for_images,
+                             get_preset, load_config_file)
 from svhn_vae.errors import UserError
 
 log = logging.getLogger("svhn_vae")
@@ -83,6 +83,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
     for name in PRESETS:
         cfg = get_preset(name)
         shape = get_dataset(cfg.data.dataset).image_shape
+        likelihood, cfg = cfg.model.likelihood, for_images(cfg, shape[2])  # 'auto' counted for its dataset
         pixels = shape[0] * shape[1] * shape[2]
         data_dim = cfg.pca.components if cfg.model.input == "pca" else pixels
         inp = f"pca{cfg.pca.components}" if cfg.model.input == "pca" else "pixels"
@@ -90,7 +91,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
         if cfg.model.m1 is not None:  # its input is the --m1 run's latents: counted for the default's 32
             data_dim, inp, marker = get_preset(DEFAULT_PRESET).model.latent_dim, "M1 latents", " (on 32 M1 latents)"
         n = count_parameters(build_vae(cfg.model, data_dim=data_dim, image_shape=shape))
-        print(f"{name:<16} {cfg.data.dataset:<14} {inp:<10} {cfg.model.likelihood:<18} "
+        print(f"{name:<16} {cfg.data.dataset:<14} {inp:<10} {likelihood:<18} "
               f"{n:>13,} ({n / 1e6:.2f}M){marker}")
 
 

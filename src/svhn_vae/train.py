@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from svhn_vae import checkpoint as ckpt
 from svhn_vae import compilation, distributed
 from svhn_vae.atomic import disk_errors
-from svhn_vae.config import Config
+from svhn_vae.config import Config, for_images
+from svhn_vae.data.loading import image_shape, joined_split
 from svhn_vae.distributed import World
 from svhn_vae.errors import UserError
 from svhn_vae.finite import check_finite
@@ -91,8 +92,6 @@ def validation_split(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_train_data(cfg: Config) -> TrainData:
     """Load the configured training split(s) and hold out ``val_fraction`` of them (seeded)."""
-    from svhn_vae.data.loading import joined_split
-
     images, labels = joined_split(cfg.data, cfg.data.train_split)
     n = cfg.data.limit or len(images)
     train_idx, val_idx = validation_split(cfg, n) if cfg.data.val_fraction else (np.arange(n), None)
@@ -331,6 +330,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     early stopping is on, else its last.
     """
     # --- setup ----------------------------------------------------------------------------------
+    channels = data.images.shape[-1] if data is not None else image_shape(cfg.data)[-1]
+    cfg = for_images(cfg, channels)  # an 'auto' likelihood chosen for these images, before it is stored
     tc = cfg.train
     torch.manual_seed(tc.seed)
     world, device = distributed.setup(resolve_device(tc.device))  # several processes under torchrun

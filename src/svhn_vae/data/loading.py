@@ -86,6 +86,15 @@ def load_configured(data: DataConfig, split: str, *, data_dir: str | Path | None
                       test_fraction=data.test_fraction)
 
 
+def image_shape(data: DataConfig) -> tuple[int, int, int]:
+    """(height, width, channels) of a run's images, without loading them (own images are converted
+    first, as loading them would)."""
+    if custom.is_own(data.dataset):
+        source = custom.OwnSource.from_name(data.dataset, resize=data.resize, test_fraction=data.test_fraction)
+        return custom.describe(source, data_dir=data.data_dir)["image_shape"]
+    return get_dataset(data.dataset).image_shape
+
+
 def joined_split(data: DataConfig, splits: str, *, data_dir: str | Path | None = None,
                  download: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Images and labels (None: unlabelled) of one or several '+'-joined splits, e.g. 'train+extra',
