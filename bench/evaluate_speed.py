@@ -11,6 +11,7 @@ Run from the repository root::
     .venv/bin/python bench/evaluate_speed.py              # 10,000 images, K = 1000
     .venv/bin/python bench/evaluate_speed.py --n 1000     # a tenth, to estimate first
     .venv/bin/python bench/evaluate_speed.py --preset discrete --n 1000
+    .venv/bin/python bench/evaluate_speed.py --preset discrete --n 40 --k 100 --compile   # torch.compile'd weights
 
 Prints the wall time, the process CPU time (on a machine shared with other jobs, cpu_seconds /
 threads estimates the wall time the machine would take alone) and the peak resident memory, then
@@ -28,6 +29,7 @@ is the figure to compare; ``seconds`` is this run's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import time
@@ -58,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sample-chunk", type=int, default=d.sample_chunk, help="importance samples per chunk")
     parser.add_argument("--train-images", type=int, default=2000, help="synth-digits images the PCA is fitted on")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--compile", action="store_true",
+                        help="importance weights through torch.compile (compiled on one batch before the timing)")
     return parser.parse_args()
 
 
@@ -81,10 +85,18 @@ def main() -> None:
                            batch_size=args.batch_size, sample_chunk=args.sample_chunk, device=device)
     ceiling_before = ceiling_seconds(runs, backward=False) * batches
 
+    score = functools.partial(likelihood_metrics, trained, importance_samples=args.k, seed=0,
+                              batch_size=args.batch_size, sample_chunk=args.sample_chunk, device=device,
+                              compile="on" if args.compile else "off")
+    compile_seconds = 0.0
+    if args.compile:  # compiled once, outside the timing (an evaluation of 10,000 images pays it once)
+        t0 = time.perf_counter()
+        score(test_images[:args.batch_size])
+        compile_seconds = time.perf_counter() - t0
+
     # --- timed: the pixel-space likelihood ----------------------------------------------------------
     t0, cpu0 = time.perf_counter(), time.process_time()
-    out = likelihood_metrics(trained, test_images, importance_samples=args.k, seed=0, batch_size=args.batch_size,
-                             sample_chunk=args.sample_chunk, device=device)
+    out = score(test_images)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
@@ -92,7 +104,8 @@ def main() -> None:
 
     result = {"bench": "evaluate_speed", "preset": args.preset, "data_dim": rep.data_dim, "n": args.n,
               "importance_samples": args.k, "batch_size": args.batch_size, "sample_chunk": args.sample_chunk,
-              "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
+              "device": str(device), "threads": torch.get_num_threads(), "compile": args.compile,
+              "compile_seconds": round(compile_seconds, 1), "seconds": round(seconds, 2),
               "cpu_seconds": round(cpu_seconds, 2),
               "images_per_s": round(args.n / seconds, 2), "seconds_per_10000_images": round(seconds * 10000 / args.n, 1),
               "ceiling_seconds": round(ceiling, 2), "gflop_per_image": round(forward_flops(runs) / args.batch_size / 1e9, 3),

@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch._dynamo.exc import BackendCompilerFailed
 
-from svhn_vae import compilation
+from svhn_vae import compilation, evaluate
 from svhn_vae.cli import build_parser, config_from_args, main
-from svhn_vae.compilation import AUTO_MIN_STEPS, Compiled, CompileUnavailable, wanted
+from svhn_vae.checkpoint import TrainedModel
+from svhn_vae.compilation import AUTO_MIN_STEPS, AUTO_MIN_WEIGHT_CALLS, Compiled, CompileUnavailable, wanted
 from svhn_vae.config import PRESETS, Config, DataConfig, PCAConfig, TrainConfig, get_preset
+from svhn_vae.evaluate import likelihood_metrics
+from svhn_vae.models import VAE
 from svhn_vae.representation import Representation
 from svhn_vae.semi_supervised import choose_labelled
 from svhn_vae.train import TrainData, batch_loss, build_model, train
@@ -77,6 +80,28 @@ def test_auto_compiles_long_runs_only():
     assert wanted("auto", steps=AUTO_MIN_STEPS) and not wanted("auto", steps=AUTO_MIN_STEPS - 1)
 
 
+def test_evaluation_compiles_from_enough_chunks_and_scores_what_eager_scores(monkeypatch):
+    cfg = get_preset("mnist-bernoulli").replace("model", latent_dim=3, encoder_shared=(8,), decoder=(8,))
+    torch.manual_seed(0)
+    trained = TrainedModel(cfg, VAE(cfg.model, data_dim=12, image_shape=(2, 2, 3)).eval(), Representation((2, 2, 3)),
+                           None, 0)
+    images = np.random.default_rng(0).integers(0, 256, (8, 2, 2, 3), dtype=np.uint8)
+    made = []
+    monkeypatch.setattr(evaluate, "Compiled", lambda fn, **kw: made.append(kw) or Compiled(fn, **kw))
+
+    def score(mode):  # 4 batches x 2 chunks of samples: 8 chunks
+        return likelihood_metrics(trained, images, importance_samples=4, batch_size=2, sample_chunk=2, compile=mode)
+
+    eager = score("auto")
+    assert made == []  # fewer chunks than AUTO_MIN_WEIGHT_CALLS
+    monkeypatch.setattr(evaluate, "AUTO_MIN_WEIGHT_CALLS", 8)
+    compiled = score("auto")
+    assert made == [{"fall_back": True}]
+    assert compiled["iwae_nats"] == pytest.approx(eager["iwae_nats"], rel=1e-5)
+    assert compiled["elbo_nats"] == pytest.approx(eager["elbo_nats"], rel=1e-5)
+    assert not wanted("off", steps=8, auto_from=8) and wanted("on", steps=1, auto_from=AUTO_MIN_WEIGHT_CALLS)
+
+
 def test_the_flags_and_old_configs_give_the_modes():
     parser = build_parser()
     base = ["train", "--preset", "fast", "--run-dir", "unused"]
@@ -89,6 +114,9 @@ def test_the_flags_and_old_configs_give_the_modes():
     assert Config.from_dict(old).train.compile == "on"
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--compile", "sometimes"])
+    scoring = ["evaluate", "unused"]
+    assert [parser.parse_args(scoring + flags).compile for flags in ([], ["--compile"], ["--no-compile"])] == [
+        "auto", "on", "off"]
 
 
 def test_auto_trains_eagerly_where_the_platform_cannot_compile(no_compiler, caplog):
@@ -97,7 +125,7 @@ def test_auto_trains_eagerly_where_the_platform_cannot_compile(no_compiler, capl
         assert torch.equal(doubled(torch.ones(2)), torch.full((2,), 2.0))
         assert torch.equal(doubled(torch.ones(2)), torch.full((2,), 2.0))
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and "training without it" in warnings[0] and "\n" not in warnings[0]
+    assert len(warnings) == 1 and "running it eagerly" in warnings[0] and "\n" not in warnings[0]
 
 
 def test_a_platform_that_cannot_compile_gives_one_line(no_compiler, tmp_path, capsys):

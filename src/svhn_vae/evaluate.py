@@ -41,8 +41,8 @@ from svhn_vae.baselines import (
     value_rows,
 )
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.compilation import Compiled
-from svhn_vae.config import check, scored_data
+from svhn_vae.compilation import AUTO_MIN_WEIGHT_CALLS, Compiled, wanted
+from svhn_vae.config import COMPILE_MODES, check, scored_data
 from svhn_vae.finite import MetricNotFinite, check_finite
 from svhn_vae.models.vae import VAE
 from svhn_vae.representation import PIXEL_MAX, Representation
@@ -86,14 +86,17 @@ class EvalOptions:
     """Also fit and score the full-covariance Gaussian and PPCA baselines (needs the training split)."""
     ppca_components: int = 0
     """Components of the PPCA baseline (0: the run's PCA components, or its latent size for pixel models)."""
-    compile: bool = False
-    """Compute the importance weights through torch.compile (:mod:`svhn_vae.compilation`)."""
+    compile: str = "auto"
+    """When the importance weights go through torch.compile: 'auto' (evaluations of at least
+    ``AUTO_MIN_WEIGHT_CALLS`` chunks, eagerly where the platform cannot), 'on' or 'off'
+    (:mod:`svhn_vae.compilation`)."""
 
     def __post_init__(self) -> None:
         check(self.importance_samples > 0, "eval", "importance_samples", "must be positive")
         check(self.max_examples >= 0, "eval", "max_examples", "must be >= 0")
         check(self.batch_size > 0, "eval", "batch_size", "must be positive")
         check(self.sample_chunk > 0, "eval", "sample_chunk", "must be positive")
+        check(self.compile in COMPILE_MODES, "eval", "compile", f"must be one of {COMPILE_MODES}")
         check(self.ppca_components >= 0, "eval", "ppca_components", "must be >= 0")
 
 
@@ -148,20 +151,22 @@ def _scored_batches(kind: str, rep: Representation, images: np.ndarray, *, seed:
 
 def likelihood_metrics(trained: TrainedModel, images: np.ndarray, *, importance_samples: int, seed: int = 0,
                        batch_size: int = 20, sample_chunk: int = 100, device: torch.device | str = "cpu",
-                       compile: bool = False, progress: bool = False) -> dict[str, Any]:
+                       compile: str = "off", progress: bool = False) -> dict[str, Any]:
     """Mean ELBO and IWAE bound per image (nats) of uint8 images (N, H, W, C), and their bits per dim.
 
     ``nll_nats`` is -iwae_nats, the test NLL papers report. The data are those the likelihood is a
     distribution of (:func:`svhn_vae.config.scored_data`): dequantized pixels (densities; bits/dim
     add D ln 256), binarized pixels or the 8-bit values themselves (probabilities; bits/dim are
     -log2 p / D). Dequantization (or binarization) uses ``seed``, the posterior samples ``seed + 1``.
-    ``compile`` computes the importance weights through torch.compile.
+    ``compile`` ('auto', 'on' or 'off') says when the importance weights go through torch.compile.
     """
     model, rep = trained.representation.scorer(trained.model.to(device))  # M1+M2: the stacked model, M1's input
     model = model.to(device).eval()
     kind = scored_data(model.cfg.likelihood)
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    log_weights = Compiled(model.log_weights) if compile else model.log_weights
+    chunks = math.ceil(len(images) / batch_size) * math.ceil(importance_samples / sample_chunk)
+    compiled = wanted(compile, steps=chunks, auto_from=AUTO_MIN_WEIGHT_CALLS)
+    log_weights = Compiled(model.log_weights, fall_back=compile == "auto") if compiled else model.log_weights
     sums = torch.zeros(2, dtype=torch.float64)
     with tqdm(total=len(images), desc="likelihood", unit="img", disable=not progress) as bar:
         for x, correction in _scored_batches(kind, rep, images, seed=seed, batch_size=batch_size, device=device):
