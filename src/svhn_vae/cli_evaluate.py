@@ -331,8 +331,8 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-chunk", type=int, default=d.sample_chunk, help="importance samples per chunk")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the dequantization and posterior noise")
     p.add_argument("--compile", nargs="?", const="on", choices=COMPILE_MODES, default=d.compile,
-                   help="importance weights through torch.compile (compiles first: tens of seconds); "
-                        f"auto: evaluations of {AUTO_MIN_WEIGHT_CALLS} chunks (--batch-size x --sample-chunk) and more; "
+                   help="importance weights through torch.compile (compiles first: tens of seconds); auto: "
+                        f"evaluations of {AUTO_MIN_WEIGHT_CALLS} chunks (--batch-size x --sample-chunk) and more; "
                         "--compile alone: on")
     p.add_argument("--no-compile", dest="compile", action="store_const", const="off", help="the same as --compile off")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
