@@ -17,8 +17,9 @@ from typing import Any
 
 from svhn_vae import cli_classify, cli_evaluate, cli_figures
 from svhn_vae.allocator import keep_freed_memory
-from svhn_vae.config import (COMPILE_MODES, DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, for_images,
-                             get_preset, load_config_file)
+from svhn_vae.compilation import add_compile_flags
+from svhn_vae.config import (DEFAULT_PRESET, PRESETS, SECTIONS, Config, field_docs, for_images, get_preset,
+                             load_config_file)
 from svhn_vae.errors import UserError
 
 log = logging.getLogger("svhn_vae")
@@ -50,10 +51,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
                                    default=None, help=help_text)
             elif (section, f.name) == ("train", "compile"):  # a mode, but --compile alone means on
-                group.add_argument(flag, dest="train.compile", nargs="?", const="on", choices=COMPILE_MODES,
-                                   default=None, help=help_text)
-                group.add_argument("--no-compile", dest="train.compile", action="store_const", const="off",
-                                   help="the same as --compile off")
+                add_compile_flags(group, dest="train.compile", default=None, help=help_text)
             else:
                 group.add_argument(flag, dest=f"{section}.{f.name}", type=_PARSERS[f.type], default=None,
                                    metavar=f.name.upper(), help=help_text)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from svhn_vae.compilation import AUTO_MIN_WEIGHT_CALLS
-from svhn_vae.config import COMPILE_MODES, Config
+from svhn_vae.compilation import AUTO_MIN_WEIGHT_CALLS, add_compile_flags
+from svhn_vae.config import Config
 from svhn_vae.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -330,11 +330,10 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per likelihood chunk")
     p.add_argument("--sample-chunk", type=int, default=d.sample_chunk, help="importance samples per chunk")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the dequantization and posterior noise")
-    p.add_argument("--compile", nargs="?", const="on", choices=COMPILE_MODES, default=d.compile,
-                   help="importance weights through torch.compile (compiles first: tens of seconds); auto: "
-                        f"evaluations of {AUTO_MIN_WEIGHT_CALLS} chunks (--batch-size x --sample-chunk) and more; "
-                        "--compile alone: on")
-    p.add_argument("--no-compile", dest="compile", action="store_const", const="off", help="the same as --compile off")
+    add_compile_flags(p, dest="compile", default=d.compile,
+                      help="importance weights through torch.compile (compiles first: tens of seconds); auto: "
+                           f"evaluations of {AUTO_MIN_WEIGHT_CALLS} chunks (--batch-size x --sample-chunk) and more; "
+                           "--compile alone: on")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--data-dir", type=Path, default=None, help="dataset folder; None: the run's data_dir, else $SVHN_VAE_DATA or the user cache")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download missing files")

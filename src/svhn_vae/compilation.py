@@ -22,12 +22,14 @@ and where the platform cannot compile, says so in one line and runs eagerly.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from svhn_vae.config import COMPILE_MODES
 from svhn_vae.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,14 @@ compiling takes 20-22 s, after which a chunk of 20 images x 100 samples takes 2.
 for `discrete` (2.6x) and 2.3 s instead of 8.0 s for `hierarchical` (3.5x); `fast` gains nothing
 (0.1 s a chunk either way, after 10 s of compiling). K=1000 on 10,000 images is 5,000 chunks; a
 test's few are far fewer."""
+
+
+def add_compile_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, dest: str, default: str | None,
+                      help: str) -> None:
+    """``--compile [auto|on|off]`` (alone: on) and ``--no-compile`` (off), both into ``dest``."""
+    parser.add_argument("--compile", dest=dest, nargs="?", const="on", choices=COMPILE_MODES, default=default,
+                        help=help)
+    parser.add_argument("--no-compile", dest=dest, action="store_const", const="off", help="the same as --compile off")
 
 
 class CompileUnavailable(UserError):

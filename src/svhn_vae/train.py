@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from svhn_vae import checkpoint as ckpt
 from svhn_vae import compilation, distributed
 from svhn_vae.atomic import disk_errors
-from svhn_vae.config import Config, for_images
+from svhn_vae.config import AUTO_LIKELIHOOD, Config, for_images
 from svhn_vae.data.loading import image_shape, joined_split
 from svhn_vae.distributed import World
 from svhn_vae.errors import UserError
@@ -330,8 +330,8 @@ def train(cfg: Config, *, run_dir: str | Path | None = None, data: TrainData | N
     early stopping is on, else its last.
     """
     # --- setup ----------------------------------------------------------------------------------
-    channels = data.images.shape[-1] if data is not None else image_shape(cfg.data)[-1]
-    cfg = for_images(cfg, channels)  # an 'auto' likelihood chosen for these images, before it is stored
+    if cfg.model.likelihood == AUTO_LIKELIHOOD:  # chosen for these images before the run stores it
+        cfg = for_images(cfg, data.images.shape[-1] if data is not None else image_shape(cfg.data)[-1])
     tc = cfg.train
     torch.manual_seed(tc.seed)
     world, device = distributed.setup(resolve_device(tc.device))  # several processes under torchrun
