@@ -244,6 +244,11 @@ class ModelConfig:
     ladder_bound: float = 5.0
     """How far a lower layer's prior means and log-variances, and its posterior's shifts of them, may
     go: softly, b * tanh(v / b) (NVAE's soft clamp). 0: unbounded, as runs saved before it existed."""
+    coarse_size: int = 0
+    """Pixel models: the latents the decoder reads must also predict the image average-pooled to this
+    size (a training term outside the likelihood, svhn_vae.models.coarse); 0: none."""
+    coarse_variance: float = 0.01
+    """The fixed variance of each pooled value in that term, as a fraction of its variance in the data."""
     classes: int = 0
     """M2 (Kingma et al. 2014): the label is a latent variable with this many values, inferred by a
     classifier q(y|x) and read by the encoder q(z|x,y) and the decoder p(x|y,z); 0: no label latent."""
@@ -284,6 +289,10 @@ class ModelConfig:
               f"works with the likelihoods {CONTEXT_LIKELIHOODS}; set it to 0 for '{self.likelihood}'")
         check(self.ladder_width > 0, "model", "ladder_width", "must be positive")
         check(self.ladder_bound >= 0, "model", "ladder_bound", "must be >= 0 (0: unbounded)")
+        check(self.coarse_size >= 0, "model", "coarse_size", "must be >= 0")
+        check(self.coarse_variance > 0, "model", "coarse_variance", "must be positive")
+        check(self.coarse_size == 0 or (self.input == "pixels" and self.classes == 0), "model", "coarse_size",
+              "a coarse view needs input 'pixels' and no label latent: use --coarse-size 0")
         check(self.classes == 0 or self.classes >= 2, "model", "classes", "must be 0 (no label latent) or >= 2")
         check(self.classes == 0 or (self.architecture == "dense" and not self.hierarchy), "model", "classes",
               "M2 is built from dense blocks on one latent layer: use --architecture dense and --hierarchy ''")
@@ -419,6 +428,8 @@ class Config:
               "the M2 model learns from labels: give --labels N (e.g. 100)")
         check(not m2 or (self.train.iw_samples == 1 and self.train.free_bits == 0), "train", "iw_samples",
               "M2 trains on its ELBO: use --iw-samples 1 and --free-bits 0")
+        check(self.model.coarse_size == 0 or self.train.iw_samples == 1, "model", "coarse_size",
+              "the coarse view is a term of the one-sample ELBO: use --iw-samples 1")
         check(self.train.consistency == 0 or m2, "train", "consistency",
               "the term reads decoded images with M2's classifier: use --preset m2, or --consistency 0")
         check(self.train.consistency == 0 or self.model.context_width == 0, "train", "consistency",

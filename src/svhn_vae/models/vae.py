@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from svhn_vae.config import ModelConfig
+from svhn_vae.models.coarse import CoarseView
 from svhn_vae.networks import build_decoder, build_encoder
 
 
@@ -38,6 +39,9 @@ class ElboTerms:
     """(B, L) the closed-form KL of each latent dimension (plain ELBO only); ``kl`` is their sum."""
     log_q_label: torch.Tensor | None = None
     """(B,) log q(y|x) of each given label, 0 where none is given (models with a label latent only)."""
+    coarse: torch.Tensor | None = None
+    """(B,) log-density of the image's coarse view given z (svhn_vae.models.coarse): a training term
+    outside the bound, None without one."""
     log_q_decoded: torch.Tensor | None = None
     """(R,) log q(y | E[x|y,z]) of R decoded (prior style, label) pairs (M2 with ``decoded_rows``)."""
 
@@ -86,13 +90,15 @@ def loss_from_terms(terms: ElboTerms, *, beta: float = 1.0, free_bits: float = 0
     """The training loss: the negative (beta-weighted) bound, summed over dimensions, averaged over the batch.
 
     ``free_bits`` > 0 (Kingma et al. 2016): each latent dimension's KL, averaged over the batch,
-    counts as at least ``free_bits`` nats, so dimensions below it are free to carry information.
+    counts as at least ``free_bits`` nats, so dimensions below it are free to carry information. A
+    coarse view's log-density (``terms.coarse``) is maximised beside the bound.
     """
+    coarse = 0.0 if terms.coarse is None else terms.coarse.mean()
     if free_bits <= 0:
-        return -terms.objective(beta=beta).mean()
+        return -terms.objective(beta=beta).mean() - coarse
     if terms.kl_dims is None:
         raise ValueError("free bits need the per-dimension KL of the one-sample ELBO")
-    return beta * terms.kl_dims.mean(0).clamp_min(free_bits).sum() - terms.rec.mean()
+    return beta * terms.kl_dims.mean(0).clamp_min(free_bits).sum() - terms.rec.mean() - coarse
 
 
 class VAE(nn.Module):
@@ -106,6 +112,8 @@ class VAE(nn.Module):
         self.encoder = build_encoder(cfg, data_dim=self.encoded_inputs(cfg, data_dim), image_shape=image_shape)
         self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.latent_dim), data_dim=data_dim,
                                      image_shape=image_shape)
+        self.coarse = (CoarseView(latent_dim=self.latent_dim, image_shape=image_shape, size=cfg.coarse_size,
+                                  variance=cfg.coarse_variance) if cfg.coarse_size else None)
 
     @staticmethod
     def decoded_latents(cfg: ModelConfig) -> int:
@@ -133,6 +141,8 @@ class VAE(nn.Module):
     def init_from_data(self, x: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
         """Start the decoder's output at the data: its mean and per-dimension variance over inputs x (N, D);
         ``unit_variance`` (D,): the pixel-space variance of one unit of each input (default 1)."""
+        if self.coarse is not None:
+            self.coarse.init_from_data(x)
         x = x.double()
         self.decoder.head.init_from_data(x.mean(0).float(), x.var(0).clamp_min(1e-12).float(), unit_variance)
 
@@ -143,7 +153,8 @@ class VAE(nn.Module):
             rec, log_ratio = self._importance_terms(x, iw_samples, generator=generator)
             return ElboTerms(rec=rec.mean(0), kl=-log_ratio.mean(0), log_ratio=log_ratio, rec_samples=rec)
         z, kl_dims = self._one_sample(x, generator=generator)
-        return ElboTerms(rec=self.decode(z).log_prob(x), kl=kl_dims.sum(dim=-1), kl_dims=kl_dims)
+        coarse = None if self.coarse is None else self.coarse.log_prob(z, x)
+        return ElboTerms(rec=self.decode(z).log_prob(x), kl=kl_dims.sum(dim=-1), kl_dims=kl_dims, coarse=coarse)
 
     def _one_sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
