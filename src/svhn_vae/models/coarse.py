@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svhn_vae.networks import ToNCHW
+
 VARIANCE_FLOOR = 1.0 / (12 * 255**2)
 """The smallest fixed variance, that of rounding to 8 bits: a pooled value constant over the data (as
 MNIST's corners are) would otherwise make any error cost without bound."""
@@ -34,16 +36,15 @@ class CoarseView(nn.Module):
     def __init__(self, *, latent_dim: int, image_shape: tuple[int, int, int], size: int, variance: float,
                  width: int = 512) -> None:
         super().__init__()
-        self.image_shape, self.size, self.variance = tuple(image_shape), size, variance
+        self.size, self.variance = size, variance
+        self.to_images = ToNCHW(image_shape)
         outputs = size * size * image_shape[2]
         self.head = nn.Sequential(nn.Linear(latent_dim, width), nn.ReLU(), nn.Linear(width, outputs))
         self.register_buffer("log_var", torch.zeros(outputs))
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S S C) the images x (B, H W C) in [0, 1] average-pooled (uneven bins where S does not divide H, W)."""
-        h, w, c = self.image_shape
-        images = x.float().reshape(-1, h, w, c).permute(0, 3, 1, 2)
-        return F.adaptive_avg_pool2d(images, self.size).flatten(1)
+        return F.adaptive_avg_pool2d(self.to_images(x.float()), self.size).flatten(1)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
