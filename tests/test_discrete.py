@@ -104,6 +104,37 @@ def test_colour_samples_follow_the_coupling():
     assert np.corrcoef(r.numpy(), g.numpy())[0, 1] > 0.95
 
 
+@pytest.mark.parametrize("loc, log_scale", [(0.3, -3.0), (-0.71, -5.0), (0.9, -4.5), (0.01, -2.0)])
+def test_the_mode_of_one_logistic_away_from_the_edges_is_its_most_probable_value(loc, log_scale):
+    params = torch.tensor([[[0.0, loc, log_scale]]], dtype=torch.float64)
+    dist = DiscretizedLogisticMixture(params, channels=1, mixtures=1)
+    brute_force = dist.log_prob((LEVELS.double() / 255).view(256, 1, 1)).argmax()
+    assert round(float(dist.mode()) * 255) == int(brute_force)
+
+
+def test_the_colour_mode_takes_the_channels_of_the_heaviest_component_at_their_coupled_centres():
+    params = torch.zeros(1, 1, logistic_mixture_params(3, 2))
+    params[..., :2] = torch.tensor([0.0, 1.0])  # the second component is the heavier
+    params[..., 2:8] = torch.tensor([[-0.9, 0.2], [0.5, -0.1], [0.0, 0.4]]).flatten()  # (C, M) centres
+    params[..., 14:20] = 10.0  # every coupling coefficient tanh(10) = 1: G + R, B + R + G
+    dist = DiscretizedLogisticMixture(params, channels=3, mixtures=2)
+    r, g = 0.2, -0.1 + 0.2
+    expected = torch.tensor([r, g, 0.4 + r + g]).clamp(-1, 1)
+    assert torch.equal(dist.mode(), torch.round((expected + 1) / 2 * 255).view(1, 3) / 255)
+
+
+def test_the_mode_of_a_bimodal_pixel_is_a_value_its_mean_is_not():
+    """A pixel that is dark with weight 1/4 and bright with 3/4: the mean is a grey the model
+    almost never gives; the mode is the bright component's peak."""
+    params = torch.zeros(1, 1, logistic_mixture_params(1, 2))
+    params[..., 0], params[..., 1] = 0.0, math.log(3.0)
+    params[..., 2], params[..., 3] = -0.5, 0.5
+    params[..., 4:6] = math.log(0.05)
+    dist = DiscretizedLogisticMixture(params, channels=1, mixtures=2)
+    assert float(dist.mode()) * 255 == pytest.approx(round(0.75 * 255))  # v = 0.5 on [-1, 1] is k = 191.25 -> 191
+    assert abs(float(dist.mean()) - 0.625) < 1e-6
+
+
 def test_categorical_normalizes_and_its_mean_is_the_expectation():
     logits = torch.randn(2, 3, 256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     one_subpixel = Categorical(logits[:, :1])
@@ -207,6 +238,16 @@ def test_autoregressive_samples_are_seeded_8_bit_images_and_the_mean_is_determin
     assert torch.equal(one, two) and one.shape == (4, 27)
     assert float((one * 255 - (one * 255).round()).abs().max()) < 1e-4
     assert torch.equal(dist.mean(), dist.mean()) and 0 <= float(dist.mean().min()) <= float(dist.mean().max()) <= 1
+    mode = dist.mode()
+    assert torch.equal(mode, dist.mode()) and float((mode * 255 - (mode * 255).round()).abs().max()) < 1e-4
+
+
+def test_the_autoregressive_mode_is_each_pixels_mode_given_the_ones_decoded_before():
+    head = autoregressive_head((2, 2, 1))
+    dist = head(torch.randn(3, 3))
+    mode = dist.mode()
+    params = head.params(dist.base, head.context_of(mode))  # every pixel's conditional given the decoded image
+    assert torch.equal(mode, dist.template.with_pixel_params(params).mode())
 
 
 @pytest.mark.parametrize("architecture", ["dense", "conv"])

@@ -164,6 +164,17 @@ def test_library_figures_are_seeded_arrays_of_the_documented_size(run: TinyRun) 
     assert lines.shape[:2] == grid_size(3, 7, run.tile_shape)[::-1]
 
 
+def test_the_mode_grid_shows_each_likelihoods_most_probable_values(run: TinyRun) -> None:
+    """Bernoulli pixels (svhn's tiny run): the mode is black or white; a Gaussian's (PCA, mnist) is its mean."""
+    trained = load_trained(run.path)
+    grids = {mode: sample_grid(trained.model, trained.representation, n=9, mode=mode,
+                               generator=torch.Generator().manual_seed(2)) for mode in ("mean", "mode")}
+    if run.pca:
+        assert np.array_equal(grids["mode"], grids["mean"])
+    else:
+        assert set(np.unique(grids["mode"])) <= {0, 255} and not np.array_equal(grids["mode"], grids["mean"])
+
+
 def test_sample_grid_leaves_a_training_model_untouched(run: TinyRun) -> None:
     model, rep = (t := load_trained(run.path)).model.train(), t.representation
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -10,7 +10,8 @@ from torch.distributions import Independent, Normal, kl_divergence
 from svhn_vae.config import LIKELIHOODS, ModelConfig, get_preset
 from svhn_vae.errors import UserError
 from svhn_vae.likelihoods import Bernoulli, Gaussian
-from svhn_vae.models.vae import VAE, count_parameters, gaussian_kl, loss_from_terms, reparameterize
+from svhn_vae.models.vae import (VAE, count_parameters, gaussian_kl, gaussian_kl_dims, loss_from_terms, prior_log_ratio,
+                                  reparameterize)
 
 
 def test_bernoulli_log_prob_matches_torch():
@@ -65,6 +66,46 @@ def test_kl_matches_torch_distributions():
     q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
     p = Independent(Normal(torch.zeros(4), torch.ones(4)), 1)
     assert torch.allclose(gaussian_kl(mu, logvar), kl_divergence(q, p), atol=1e-5)
+
+
+def test_kl_and_log_ratio_against_a_scaled_prior_match_torch_distributions():
+    g = torch.Generator().manual_seed(5)
+    mu, logvar, prior_logvar = (torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    prior_logvar = prior_logvar[0]  # (L,): one scale a latent, shared by every example
+    q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    p = Independent(Normal(torch.zeros(4, dtype=torch.float64), torch.exp(0.5 * prior_logvar)), 1)
+    assert torch.allclose(gaussian_kl_dims(mu, logvar, prior_logvar).sum(-1), kl_divergence(q, p))
+    z = q.sample((3,))
+    assert torch.allclose(prior_log_ratio(z, mu, logvar, prior_logvar), p.log_prob(z) - q.log_prob(z))
+    standard = torch.zeros(4, dtype=torch.float64)  # a learned scale of one is the standard prior
+    assert torch.allclose(gaussian_kl_dims(mu, logvar, standard), gaussian_kl_dims(mu, logvar))
+    assert torch.allclose(prior_log_ratio(z, mu, logvar, standard), prior_log_ratio(z, mu, logvar))
+
+
+@pytest.mark.parametrize("hierarchy", [(), (2,)])
+def test_a_learned_prior_scale_is_trained_scored_and_sampled_from(hierarchy):
+    from svhn_vae.models import build_vae
+
+    cfg = ModelConfig(input="pixels", likelihood="bernoulli", latent_dim=3, encoder_shared=(8,), decoder=(8,),
+                      hierarchy=hierarchy, ladder_width=8)
+    torch.manual_seed(0)
+    standard = build_vae(cfg, data_dim=12, image_shape=(2, 2, 3)).eval()
+    learned = build_vae(dataclasses.replace(cfg, prior="learned-scale"), data_dim=12, image_shape=(2, 2, 3)).eval()
+    learned.load_state_dict(standard.state_dict(), strict=False)  # the same networks; the scales start at one
+    x, seeded = torch.rand(5, 12).round(), lambda: torch.Generator().manual_seed(1)
+    assert torch.equal(learned(x, generator=seeded()).kl, standard(x, generator=seeded()).kl)
+    learned(x).kl.sum().backward()
+    assert learned.prior_logvar.grad is not None and learned.prior_logvar.grad.abs().sum() > 0
+    with torch.no_grad():
+        learned.prior_logvar.copy_(torch.log(torch.tensor([4.0, 1.0, 0.25])))
+    z = learned.sample_latents(40_000, generator=seeded())[:, :3]
+    assert torch.allclose(z.std(0), torch.tensor([2.0, 1.0, 0.5]), rtol=0.03)
+    mu, logvar = learned.encode(x)
+    top = Independent(Normal(torch.zeros(3), torch.tensor([2.0, 1.0, 0.5])), 1)
+    kl = kl_divergence(Independent(Normal(mu[:, :3], torch.exp(0.5 * logvar[:, :3])), 1), top)
+    if not hierarchy:  # one layer: the closed-form KL against N(0, diag(s^2))
+        assert torch.allclose(learned(x).kl, kl, atol=1e-5)
+    assert torch.isfinite(learned.log_weights(x, 4, generator=seeded())).all()
 
 
 def test_reparameterization_uses_standard_deviation():
@@ -166,6 +207,10 @@ def test_config_errors_name_the_field():
         ModelConfig(input="pca", architecture="conv")
     with pytest.raises(UserError, match="unknown preset"):
         get_preset("huge")
+    with pytest.raises(UserError, match="model.prior"):
+        ModelConfig(prior="vamp")
+    with pytest.raises(UserError, match="model.prior"):
+        ModelConfig(prior="learned-scale", classes=10)
 
 
 def test_dropout_zeroes_a_fraction_p_and_keeps_the_mean():

@@ -18,6 +18,7 @@ from svhn_vae.quality import (
     generate_images,
     label_diversity,
     load_or_train_classifier,
+    point_decode,
     sample_quality,
     train_classifier,
 )
@@ -158,6 +159,14 @@ def test_generated_images_are_seeded_uint8_images(trained):
     assert not np.array_equal(images, generate_images(trained, 25, seed=2))
 
 
+def test_generated_images_are_the_decode_asked_for(trained):
+    """A Gaussian's mode is its mean; 'auto' picks the mode only for the discrete likelihoods."""
+    assert np.array_equal(generate_images(trained, 8, decode="mode"), generate_images(trained, 8, decode="mean"))
+    assert [point_decode(lik) for lik in ("logistic-mixture", "categorical", "bernoulli", "gaussian-logvar")] == [
+        "mode", "mode", "mean", "mean"]
+    assert point_decode("logistic-mixture", "mean") == "mean" and point_decode("gaussian-fixed", "mode") == "mode"
+
+
 def test_sample_quality_end_to_end(trained, data, classifier_file):
     kwargs = {**data, "dataset": "synth", "n_samples": 60, "seed": 0, "classifier_path": classifier_file}
     out = sample_quality(trained, **kwargs)
@@ -167,7 +176,7 @@ def test_sample_quality_end_to_end(trained, data, classifier_file):
     assert out["classifier_test_accuracy"] > 0.9 and out["classifier"]["cached"]
     assert out["classifier"]["settings"]["feature_dim"] == 16  # the file's settings, not the defaults
     assert 1 <= out["classes_covered"] <= 10 and 0 <= out["label_entropy_bits"] <= out["label_entropy_max_bits"]
-    assert "comparable only within this tool" in out["note"]
+    assert "comparable only within this tool" in out["note"] and out["decode"] == "mean"
     again = sample_quality(trained, **kwargs)
     assert again["fid_classifier"] == out["fid_classifier"]
     assert sample_quality(trained, **{**kwargs, "seed": 1})["fid_classifier"] != out["fid_classifier"]

@@ -135,7 +135,7 @@ def test_run_card_loads_with_one_call(tmp_path, data_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, extra", [("discrete", []), ("hierarchical", []),
                                            ("hierarchical", ["--likelihood", "bernoulli"]),
-                                           ("discrete", ["--coarse-size", "4"])])
+                                           ("discrete", ["--coarse-size", "4", "--prior", "learned-scale"])])
 def test_new_model_families_train_evaluate_report_export_and_resume(tmp_path, data_dir, capsys, preset, extra):
     """Every tool works for the discrete and hierarchical families: training and its resume,
     evaluate (bounds, baselines, probe, sample quality), the report's figures and a run card."""
@@ -149,6 +149,7 @@ def test_new_model_families_train_evaluate_report_export_and_resume(tmp_path, da
     result = json.loads((run / "eval.json").read_text())
     binarized = "bernoulli" in extra
     assert result["data"] == ("binarized" if binarized else "8-bit")
+    assert result["quality"]["decode"] == ("mean" if binarized else "mode")  # auto: the mode of 8-bit likelihoods
     assert result["bpd_elbo"] >= result["bpd_iwae"] > 0
     if not binarized:  # a probability of the 8-bit values: bits/dim are -log2 p / D, compared with every baseline
         assert result["bpd_iwae"] * 784 * 0.6931 == pytest.approx(result["nll_nats"], rel=1e-3)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from svhn_vae.compilation import AUTO_MIN_WEIGHT_CALLS, add_compile_flags
-from svhn_vae.config import Config
+from svhn_vae.config import AUTO_DECODE, DECODES, Config
 from svhn_vae.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _extras(args: argparse.Namespace, trained: Any, test: tuple[np.ndarray, np.n
     if args.probe:
         out["probe"] = latent_probe(trained, draws=args.probe_draws, **common)
     if args.quality:
-        out["quality"] = sample_quality(trained, dataset=trained.config.data.dataset,
+        out["quality"] = sample_quality(trained, dataset=trained.config.data.dataset, decode=args.quality_decode,
                                         n_samples=args.quality_samples, **common)
     return out
 
@@ -345,6 +345,9 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-draws", type=int, default=10, help="random label draws of the latent probe")
     p.add_argument("--quality", action=argparse.BooleanOptionalAction, default=True, help="sample quality (FID)")
     p.add_argument("--quality-samples", type=int, default=10000, help="samples for the sample quality")
+    p.add_argument("--quality-decode", choices=DECODES, default=AUTO_DECODE,
+                   help="show each generated image as p(x|z)'s mean or its mode; auto: the mode for the discrete "
+                        "likelihoods, the mean for the others")
     p.add_argument("--out", type=Path, default=None, help=f"output file; None: RUN/{EVAL_FILE}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true", help="also log the metrics to RUN/tensorboard")

@@ -165,7 +165,7 @@ def _count(text: str) -> int:
 def _sample_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=_count, default=100, help="number of samples (ceil(sqrt(n)) per row)")
     p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T^2 I)")
-    p.add_argument("--mode", choices=figures.MODES, default="mean", help="show the mean of p(x|z) or a sample")
+    p.add_argument("--mode", choices=figures.MODES, default="mean", help="show the mean of p(x|z), its most probable values, or a sample")
 
 
 def _analogy_options(p: argparse.ArgumentParser) -> None:
@@ -220,10 +220,11 @@ COMMANDS = (
                   "Training (solid) and validation (dashed) terms per epoch, in nats per example.",
                   _curves_options, _make_curves, uses_model=False),
     FigureCommand("sample", "samples.png", "Samples",
-                  "Decodes of z ~ N(0, T^2 I) (a hierarchical model's lower layers drawn from their priors): the "
-                  "mean of p(x|z) (where pixels depend on the ones before them: each pixel's conditional mean in "
-                  "raster order; --mode sample draws instead), mapped back to pixels (through the inverse PCA for "
-                  "PCA models) and clipped to [0, 1].",
+                  "Decodes of prior draws of z, N(0, T^2 I) or with a learned prior scale N(0, T^2 diag(s^2)) (a "
+                  "hierarchical model's lower layers drawn from their priors): the mean of p(x|z) (where pixels "
+                  "depend on the ones before them: each pixel's conditional mean in raster order; --mode mode shows "
+                  "the most probable values instead, --mode sample draws), mapped back to pixels (through the "
+                  "inverse PCA for PCA models) and clipped to [0, 1].",
                   _sample_options, _make_samples),
     FigureCommand("analogies", "analogies.png", "Posterior samples per digit",
                   "Row d: a test image of digit d, then decodes of samples from its posterior q(z|x).",

@@ -32,7 +32,7 @@ from svhn_vae.models.m2 import has_label_latent
 from svhn_vae.models.vae import VAE, reparameterize
 from svhn_vae.representation import Representation
 
-MODES = ("mean", "sample")
+MODES = ("mean", "mode", "sample")
 METHODS = ("slerp", "linear")
 SEPARATOR = 255  # white lines between tiles: visible on MNIST's black and on most SVHN colours
 N_DIGITS = 10
@@ -106,14 +106,15 @@ def decode_images(model: VAE, representation: Representation, z: torch.Tensor, *
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Float images (B, H, W, C) in [0, 1] for latents z (B, L).
 
-    ``mode`` 'mean' shows the mean of p(x|z), 'sample' a draw from it; either is mapped back to
+    ``mode`` 'mean' shows the mean of p(x|z), 'mode' its most probable value (greedy for pixels that
+    depend on each other), 'sample' a draw from it; each is mapped back to
     pixels through the inverse PCA (for PCA models) and clipped to [0, 1].
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     with _evaluating(model):
         dist = model.decode(z)
-        x = dist.mean() if mode == "mean" else dist.sample(generator=generator)
+        x = dist.sample(generator=generator) if mode == "sample" else getattr(dist, mode)()
         return representation.decode(x)
 
 

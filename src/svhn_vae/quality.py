@@ -31,14 +31,16 @@ from tqdm.auto import tqdm
 
 from svhn_vae.atomic import atomic_write
 from svhn_vae.checkpoint import TrainedModel
+from svhn_vae.config import AUTO_DECODE, DISCRETE_LIKELIHOODS
 from svhn_vae.data.paths import safe_file_name, user_cache_dir
 from svhn_vae.errors import UserError
+from svhn_vae.figures import decode_images
 from svhn_vae.models.m2 import has_label_latent
 
 __all__ = [
     "ClassifierSettings", "FeatureClassifier", "classifier_features", "default_classifier_path",
     "feature_stats", "frechet_distance", "generate_images", "label_diversity", "load_or_train_classifier",
-    "sample_quality", "train_classifier",
+    "point_decode", "sample_quality", "train_classifier",
 ]
 
 log = logging.getLogger(__name__)
@@ -261,16 +263,26 @@ def label_diversity(probs: np.ndarray) -> dict[str, Any]:
 
 # --- sample quality of a trained VAE -------------------------------------------------------------
 
+def point_decode(likelihood: str, decode: str = AUTO_DECODE) -> str:
+    """The decode of ``decode`` for a model of ``likelihood``: 'auto' is the mode for the discrete
+    likelihoods (an 8-bit image the model gives its highest probability; their mean is a blend of
+    mixture components no image has) and the mean for the others."""
+    if decode != AUTO_DECODE:
+        return decode
+    return "mode" if likelihood in DISCRETE_LIKELIHOODS else "mean"
+
+
 @torch.no_grad()
 def generate_images(trained: TrainedModel, n: int, *, seed: int = 0, batch_size: int = 1000,
-                    device: str | torch.device = "cpu") -> np.ndarray:
-    """n samples, uint8 (n, H, W, C): z ~ N(0, I), the decoder's mean, quantised like real images."""
+                    device: str | torch.device = "cpu", decode: str = "mean") -> np.ndarray:
+    """n samples, uint8 (n, H, W, C): z from the prior, decoded to p(x|z)'s ``decode`` ('mean' or
+    'mode', see :func:`svhn_vae.figures.decode_images`), quantised like real images."""
     model = trained.model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     latents = model.sample_latents(n, generator=gen)  # (n, L) at once: the same samples for any batch size
     chunks = []
     for z in latents.split(batch_size):
-        pixels = trained.representation.decode(model.decode(z).mean())  # (B, H, W, C) in [0, 1]
+        pixels = decode_images(model, trained.representation, z, mode=decode)  # (B, H, W, C) in [0, 1]
         chunks.append((pixels * 255.0).round().to(torch.uint8).cpu().numpy())
     return np.concatenate(chunks)
 
@@ -317,8 +329,10 @@ def _subset(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
 def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndarray, train_labels: np.ndarray,
                    test_images: np.ndarray, test_labels: np.ndarray, n_samples: int = 10000, seed: int = 0,
                    device: str | torch.device = "cpu", classifier_path: str | Path | None = None,
-                   classifier: ClassifierSettings = ClassifierSettings(), progress: bool = False) -> dict[str, Any]:
-    """Domain-specific FID of ``n_samples`` generated images against (up to n_samples) test images.
+                   classifier: ClassifierSettings = ClassifierSettings(), decode: str = AUTO_DECODE,
+                   progress: bool = False) -> dict[str, Any]:
+    """Domain-specific FID of ``n_samples`` generated images against (up to n_samples) test images,
+    each decoded to p(x|z)'s mean or mode (``decode``; 'auto': :func:`point_decode`).
 
     Images are uint8 (N, H, W, C), labels 0..C-1. Returns a JSON-serialisable dict: ``fid_classifier``
     (squared feature units), ``fid_floor_train_vs_test`` (the same distance for as many training
@@ -338,7 +352,8 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         train_feats, _ = classifier_features(model, train_images[_subset(len(train_images), len(ref_idx), rng)],
                                              device=device)
         bar.update(1)
-        samples = generate_images(trained, n_samples, seed=seed, device=device)
+        decode = point_decode(trained.config.model.likelihood, decode)
+        samples = generate_images(trained, n_samples, seed=seed, device=device, decode=decode)
         bar.update(1)
         sample_feats, sample_probs = classifier_features(model, samples, device=device)
         bar.update(1)
@@ -350,6 +365,7 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
         "fid_classifier": _fid(sample_feats, test_feats[ref_idx]),
         "fid_floor_train_vs_test": _fid(train_feats, test_feats[ref_idx]),
         "n_samples": n_samples,
+        "decode": decode,
         "n_reference": len(ref_idx),
         "feature_dim": int(test_feats.shape[1]),
         "classifier_test_accuracy": accuracy,

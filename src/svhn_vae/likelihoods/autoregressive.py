@@ -65,7 +65,8 @@ class Autoregressive:
 
     @torch.no_grad()
     def _decode(self, pick: str, generator: torch.Generator | None) -> torch.Tensor:
-        """(..., P C) pixels decoded in raster order, each its conditional's draw ('sample') or mean ('mean')."""
+        """(..., P C) pixels decoded in raster order, each its conditional's draw ('sample'), mean ('mean')
+        or most probable value ('mode')."""
         h, w, c = self.head.image_shape
         image = torch.zeros(*self.base.shape[:-2], h * w * c, device=self.base.device)
         with full_precision(self.base.device):
@@ -78,12 +79,17 @@ class Autoregressive:
         head, (_, w, c) = self.head, self.head.image_shape
         params = head.params(self.base[..., i, :], head.context_at(image, i // w, i % w))  # (..., K)
         pixel = self.template.with_pixel_params(params.unsqueeze(-2))
-        image[..., i * c:(i + 1) * c] = pixel.sample(generator=generator) if pick == "sample" else pixel.mean()
+        image[..., i * c:(i + 1) * c] = pixel.sample(generator=generator) if pick == "sample" else getattr(pixel, pick)()
 
     def mean(self) -> torch.Tensor:
         """(..., P C) pixels in [0, 1], each the mean of its conditional given the means decoded before
         it (a deterministic decode; not the mean of p(x|z), which has no closed form)."""
         return self._decode("mean", None)
+
+    def mode(self) -> torch.Tensor:
+        """(..., P C) pixels, each the most probable value of its conditional given the values decoded
+        before it (a greedy decode; not the most probable image, which no one can find)."""
+        return self._decode("mode", None)
 
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., P C) a draw of 8-bit values as k / 255, pixel by pixel."""

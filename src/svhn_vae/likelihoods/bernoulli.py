@@ -24,6 +24,10 @@ class Bernoulli:
     def mean(self) -> torch.Tensor:
         return torch.sigmoid(self.logits)
 
+    def mode(self) -> torch.Tensor:
+        """(..., D) each pixel's more probable value, 0 or 1 (1 on a tie)."""
+        return (self.logits >= 0).float()
+
     def pixel_params(self, pixels: int) -> torch.Tensor:
         """(..., P, C) the logits of each of the ``pixels`` pixels."""
         return self.logits.unflatten(-1, (pixels, -1))

@@ -111,6 +111,20 @@ class DiscretizedLogisticMixture:
         v = (loc * torch.softmax(self.logits, dim=-1).unsqueeze(-2)).sum(-1).clamp(-1.0, 1.0)  # (..., P, C)
         return ((v + 1.0) / 2.0).flatten(-2)
 
+    def mode(self) -> torch.Tensor:
+        """(..., P C) 8-bit values as k / 255: each pixel's most probable component at its peak, the
+        channels' centres coupled in order (the mode of that component's logistic density).
+
+        Not the exact mode of the 256 probabilities: a logistic wider than about 1.5 bins near 0 or
+        255 gives its edge bin, which takes the whole tail, the most mass, and decoding to those
+        would paint saturated blocks where the model expects a smooth ramp."""
+        component = self.logits.argmax(dim=-1, keepdim=True).unsqueeze(-2)  # (..., P, 1, 1)
+        loc = self.loc
+        for _ in range(self.channels - 1):  # after round r the first r + 1 channels are coupled
+            loc = self.loc + self._shift(loc)
+        peak = loc.gather(-1, component.expand(*loc.shape[:-1], 1)).squeeze(-1).clamp(-1.0, 1.0)  # (..., P, C)
+        return torch.round((peak + 1.0) / 2.0 * (LEVELS - 1)).flatten(-2) / (LEVELS - 1)
+
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., P C) a draw of 8-bit values as k / 255: a component per pixel (Gumbel-max), then the
         channels in order, each a logistic around its coupled mean, clipped and rounded to a bin."""
@@ -160,6 +174,10 @@ class Categorical:
         """(..., D) the expected value of each subpixel, in [0, 1]."""
         levels = torch.arange(LEVELS, device=self.logits.device, dtype=torch.float32) / (LEVELS - 1)
         return torch.softmax(self.logits, dim=-1) @ levels
+
+    def mode(self) -> torch.Tensor:
+        """(..., D) each subpixel's most probable 8-bit value as k / 255."""
+        return self.logits.argmax(dim=-1).float() / (LEVELS - 1)
 
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., D) a draw of 8-bit values as k / 255 (Gumbel-max)."""

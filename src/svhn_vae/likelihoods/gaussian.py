@@ -62,6 +62,10 @@ class Gaussian:
     def mean(self) -> torch.Tensor:
         return self.loc
 
+    def mode(self) -> torch.Tensor:
+        """The most probable value: the mean."""
+        return self.loc
+
     def sample(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         noise = torch.randn(self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
         return self.loc + noise * self.var.sqrt()

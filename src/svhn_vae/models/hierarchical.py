@@ -119,8 +119,8 @@ class HierarchicalVAE(VAE):
         z = mu if at_mean else reparameterize(mu, logvar, generator=generator, n=samples).flatten(0, 1)
         if not at_mean:
             h, mu, logvar = (t.repeat(samples, 1) for t in (h, mu, logvar))
-        zs, kls, mus, logvars = [z], [gaussian_kl_dims(mu, logvar)], [mu], [logvar]
-        log_ratio = prior_log_ratio(z, mu, logvar)
+        zs, kls, mus, logvars = [z], [gaussian_kl_dims(mu, logvar, self.prior_logvar)], [mu], [logvar]
+        log_ratio = prior_log_ratio(z, mu, logvar, self.prior_logvar)
         for layer in self.ladder:
             (mu_p, logvar_p), (mu_q, logvar_q) = layer(torch.cat(zs, dim=-1), h)
             z = mu_q if at_mean else reparameterize(mu_q, logvar_q, generator=generator)
@@ -150,13 +150,12 @@ class HierarchicalVAE(VAE):
     @torch.no_grad()
     def sample_latents(self, n: int, *, temperature: float = 1.0,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, L) ancestral draws: the top layer from N(0, temperature^2 I), each lower one from its
-        prior given those above, its standard deviation times ``temperature``."""
+        """(n, L) ancestral draws: the top layer from its prior (:meth:`VAE.prior_draws`), each lower one
+        from its prior given those above, its standard deviation times ``temperature``."""
         was_training = self.training
         self.eval()  # BatchNorm of the top-down blocks: running statistics, and none updated
         try:
-            device = next(self.parameters()).device
-            zs = [temperature * torch.randn(n, self.layer_sizes[0], generator=generator, device=device)]
+            zs = [self.prior_draws(n, self.layer_sizes[0], temperature=temperature, generator=generator)]
             for layer in self.ladder:
                 (mu_p, logvar_p), _ = layer(torch.cat(zs, dim=-1))
                 zs.append(reparameterize(mu_p, logvar_p + 2 * math.log(temperature), generator=generator)

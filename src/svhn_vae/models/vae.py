@@ -58,9 +58,13 @@ class ElboTerms:
         return torch.logsumexp(self.rec_samples + beta * self.log_ratio, dim=0) - math.log(k)
 
 
-def gaussian_kl_dims(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """(B, L) KL(N(mu, exp(logvar)) || N(0, 1)) = 0.5 * (mu^2 + exp(logvar) - 1 - logvar) per dimension, in nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+def gaussian_kl_dims(mu: torch.Tensor, logvar: torch.Tensor, prior_logvar: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """(B, L) KL(N(mu, exp(logvar)) || N(0, 1)) = 0.5 * (mu^2 + exp(logvar) - 1 - logvar) per dimension, in
+    nats; with ``prior_logvar`` p (L,), against N(0, exp(p)): 0.5 * ((mu^2 + exp(logvar)) / exp(p) - 1 - logvar + p)."""
+    if prior_logvar is None:
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return 0.5 * ((mu.pow(2) + logvar.exp()) * torch.exp(-prior_logvar) - 1.0 - logvar + prior_logvar)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -68,10 +72,12 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return gaussian_kl_dims(mu, logvar).sum(dim=-1)
 
 
-def prior_log_ratio(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def prior_log_ratio(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                    prior_logvar: torch.Tensor | None = None) -> torch.Tensor:
     """(...) log N(z; 0, I) - log N(z; mu, exp(logvar)), summed over the last dimension (the log(2 pi)
-    terms cancel)."""
-    return -0.5 * (z.pow(2) - (z - mu).pow(2) * torch.exp(-logvar) - logvar).sum(-1)
+    terms cancel); with ``prior_logvar`` p (L,), the prior is N(0, diag(exp(p)))."""
+    prior = z.pow(2) if prior_logvar is None else z.pow(2) * torch.exp(-prior_logvar) + prior_logvar
+    return -0.5 * (prior - (z - mu).pow(2) * torch.exp(-logvar) - logvar).sum(-1)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -114,6 +120,8 @@ class VAE(nn.Module):
                                      image_shape=image_shape)
         self.coarse = (CoarseView(latent_dim=self.latent_dim, image_shape=image_shape, size=cfg.coarse_size,
                                   variance=cfg.coarse_variance) if cfg.coarse_size else None)
+        # log-variances of p(z) of the (top) latents, or None for N(0, I)
+        self.prior_logvar = nn.Parameter(torch.zeros(cfg.latent_dim)) if cfg.prior == "learned-scale" else None
 
     @staticmethod
     def decoded_latents(cfg: ModelConfig) -> int:
@@ -160,7 +168,7 @@ class VAE(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, L) ~ q(z|x) and the closed-form KL of each latent dimension (B, L), in nats."""
         mu, logvar = self.encode(x)
-        return reparameterize(mu, logvar, generator=generator), gaussian_kl_dims(mu, logvar)
+        return reparameterize(mu, logvar, generator=generator), gaussian_kl_dims(mu, logvar, self.prior_logvar)
 
     def _importance_terms(self, x: torch.Tensor, n_samples: int, *,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +176,7 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, generator=generator, n=n_samples)  # (S, B, L)
         rec = self.decode(z).log_prob(x)  # x (B, D) broadcast against the (S, B, D) outputs
-        return rec, prior_log_ratio(z, mu, logvar)
+        return rec, prior_log_ratio(z, mu, logvar, self.prior_logvar)
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, n_samples: int, *,
@@ -183,9 +191,16 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample_latents(self, n: int, *, temperature: float = 1.0,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, L) draws from the prior N(0, temperature^2 I)."""
+        """(n, L) draws from the prior, its standard deviations times ``temperature``."""
+        return self.prior_draws(n, self.latent_dim, temperature=temperature, generator=generator)
+
+    def prior_draws(self, n: int, size: int, *, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, size) draws of the top latents from N(0, temperature^2 I), or with a learned prior scale
+        from N(0, temperature^2 diag(s^2))."""
         device = next(self.parameters()).device
-        return temperature * torch.randn(n, self.latent_dim, generator=generator, device=device)
+        z = temperature * torch.randn(n, size, generator=generator, device=device)
+        return z if self.prior_logvar is None else z * torch.exp(0.5 * self.prior_logvar)
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
