@@ -10,7 +10,7 @@ from PIL import Image
 
 from svhn_vae.cli import main
 from svhn_vae.data import load_split, ready_dataset, synth_digits
-from svhn_vae.data.jpeg import jpeg
+from svhn_vae.data.jpeg import jpeg, jpeg_coefficients, quantisation_tables
 from svhn_vae.errors import UserError
 
 
@@ -55,6 +55,18 @@ def test_jpeg_steps_match_pils_encoder():
             pil.append(np.asarray(Image.open(buffer), np.float32))
         compression = np.abs(np.stack(pil) - images).mean()
         assert np.abs(ours - np.stack(pil)).mean() < 0.5 * compression  # the same losses, not just any blur
+
+
+def test_the_coefficients_of_a_flat_grey_image_are_its_luma_dc_alone():
+    """Each 8x8 luma block's DC is 8 times its level shifted by 128 over the step; grey has no chroma."""
+    value, quality = torch.tensor([0.3, 0.9]), torch.tensor([50.0, 90.0])
+    luma, chroma = jpeg_coefficients(value.view(2, 1, 1, 1).expand(2, 3, 32, 32), quality)
+    steps = quantisation_tables(quality)[0][:, 0, 0]  # 16 and 3
+    dc = torch.round(8 * (255 * value - 128) / steps)  # -25.75 -> -26, 270.67 -> 271
+    assert torch.equal(luma[..., 0], dc[:, None].expand(2, 16))
+    assert not luma[..., 1:].any() and not chroma.any()
+    stored, _ = jpeg_coefficients(value.view(2, 1, 1, 1).expand(2, 3, 32, 32), quality, rounded=False)
+    assert torch.allclose(stored[..., 0], (8 * (255 * value - 128) / steps)[:, None].expand(2, 16), atol=1e-3)
 
 
 def test_blur_keeps_a_flat_image_flat():

@@ -37,14 +37,20 @@ def _block_dct() -> torch.Tensor:
     return torch.kron(d, d)
 
 
-def _quantise_blocks(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """DCT, quantise with ``tables`` (n, 8, 8), round and invert, on the 8x8 blocks of planes (n, H, W)."""
+def _coefficients(plane: torch.Tensor, tables: torch.Tensor, rounded: bool) -> torch.Tensor:
+    """(n, blocks, 64) the DCT coefficients of the 8x8 blocks of planes (n, H, W), row by row, divided by
+    ``tables`` (n, 8, 8) and (if ``rounded``) rounded: the integers a JPEG file stores."""
     n, h, w = plane.shape
-    dct = _block_dct()
-    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(n, -1, 64)  # (n, blocks, 64)
-    q = tables.reshape(n, 1, 64)
-    blocks = (torch.round(blocks @ dct.T / q) * q) @ dct
-    return blocks.reshape(n, h // 8, w // 8, 8, 8).transpose(2, 3).reshape(n, h, w)
+    blocks = plane.reshape(n, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(n, -1, 64)
+    coefficients = blocks @ _block_dct().T / tables.reshape(n, 1, 64)
+    return torch.round(coefficients) if rounded else coefficients
+
+
+def _planes(coefficients: torch.Tensor, tables: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size, size) planes from quantised coefficients (n, blocks, 64): times ``tables``, inverse DCT."""
+    n = coefficients.shape[0]
+    blocks = (coefficients * tables.reshape(n, 1, 64)) @ _block_dct()
+    return blocks.reshape(n, size // 8, size // 8, 8, 8).transpose(2, 3).reshape(n, size, size)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,18 +70,35 @@ def _colour_transform(images: torch.Tensor, matrix: torch.Tensor, offset: torch.
     return (matrix @ images.reshape(n, c, h * w) + offset[:, None]).reshape(n, c, h, w)
 
 
-def jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Float images (n, 3, 32, 32) in [0, 1] after the lossy steps of baseline JPEG at ``quality`` (n,)
-    in 1..100: YCbCr, 4:2:0 chroma subsampling, 8x8 DCT coefficients quantised with the standard
-    tables scaled by the IJG quality formula. (The entropy coding that follows in a file is lossless.)"""
+def quantisation_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 8, 8) luma and chroma quantisation steps for ``quality`` (n,) in 1..100: the standard tables
+    scaled by the IJG quality formula."""
     scale = torch.where(quality < 50, 5000 / quality, 200 - 2 * quality)[:, None, None] / 100
-    luma_q = (torch.floor(_LUMA_TABLE * scale + 0.5)).clamp(1, 255)
-    chroma_q = (torch.floor(_CHROMA_TABLE * scale + 0.5)).clamp(1, 255)
+    return (torch.floor(_LUMA_TABLE * scale + 0.5)).clamp(1, 255), (torch.floor(_CHROMA_TABLE * scale + 0.5)).clamp(1, 255)
+
+
+def jpeg_coefficients(images: torch.Tensor, quality: torch.Tensor, *, rounded: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integers baseline JPEG at ``quality`` (n,) stores for float images (n, 3, 32, 32) in [0, 1]:
+    luma (n, 16, 64) and chroma (n, 2, 4, 64) quantised DCT coefficients, blocks row by row (YCbCr,
+    4:2:0 chroma subsampling, the tables of :func:`quantisation_tables`); not ``rounded``: before
+    the rounding, an affine function of the images."""
+    luma_q, chroma_q = quantisation_tables(quality)
     # every plane centred on 0: the level shift of 128 cancels the chroma offsets of 128
     ycc = _colour_transform(images, _RGB_TO_YCC * 255, torch.tensor([-128.0, 0.0, 0.0]))
-    y = _quantise_blocks(ycc[:, 0], luma_q)
-    down, up = _chroma_resampling()
+    down, _ = _chroma_resampling()
     chroma = down @ ycc[:, 1:] @ down.T  # 4:2:0, the mean of each 2x2 block: (n, 2, 16, 16)
-    cb, cr = (_quantise_blocks(chroma[:, c], chroma_q) for c in (0, 1))
-    chroma = up @ torch.stack([cb, cr], 1) @ up.T  # back to (n, 2, 32, 32)
-    return _colour_transform(torch.cat([y[:, None], chroma], 1), _YCC_TO_RGB / 255, _YCC_TO_RGB[:, 0] * 128 / 255)
+    luma = _coefficients(ycc[:, 0], luma_q, rounded)
+    return luma, torch.stack([_coefficients(chroma[:, c], chroma_q, rounded) for c in (0, 1)], 1)
+
+
+def jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Float images (n, 3, 32, 32) in [0, 1] after the lossy steps of baseline JPEG at ``quality`` (n,)
+    in 1..100: :func:`jpeg_coefficients`, then decoded. (The entropy coding that follows in a file is
+    lossless.)"""
+    luma_q, chroma_q = quantisation_tables(quality)
+    luma, chroma = jpeg_coefficients(images, quality)
+    _, up = _chroma_resampling()
+    cb, cr = (_planes(chroma[:, c], chroma_q, 16) for c in (0, 1))
+    ycc = torch.cat([_planes(luma, luma_q, 32)[:, None], up @ torch.stack([cb, cr], 1) @ up.T], 1)  # chroma back to 32x32
+    return _colour_transform(ycc, _YCC_TO_RGB / 255, _YCC_TO_RGB[:, 0] * 128 / 255)
