@@ -9,7 +9,9 @@ import torch
 from scipy import integrate, stats
 
 from svhn_vae.baselines import histogram_metrics, pixel_histogram, value_rows
+from svhn_vae.figures import decode_images
 from svhn_vae.likelihoods import Categorical, DiscretizedLogisticMixture, log_bin_mass, logistic_mixture_params
+from svhn_vae.representation import Representation
 
 LEVELS = torch.arange(256)
 
@@ -272,7 +274,11 @@ def test_every_architecture_decodes_the_pixel_likelihoods(architecture, likeliho
     encoder_grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
     assert encoder_grads and any(g.abs().sum() > 0 for g in encoder_grads)
     model.eval()
-    assert model.decode(model.sample_latents(2)).mean().shape == (2, 192)
+    z = model.sample_latents(2)
+    assert model.decode(z).mean().shape == (2, 192)
+    shown = decode_images(model, Representation((8, 8, 3)), z)  # the figures' default: auto
+    expected = "mean" if likelihood == "bernoulli" else "mode"  # the mode of the 8-bit likelihoods
+    assert torch.equal(shown, decode_images(model, Representation((8, 8, 3)), z, mode=expected))
 
 
 def test_settings_that_would_do_nothing_are_refused():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from svhn_vae.errors import UserError
+from svhn_vae.figures import point_decode
 from svhn_vae.quality import (
     ClassifierSettings,
     FeatureClassifier,
@@ -18,7 +19,6 @@ from svhn_vae.quality import (
     generate_images,
     label_diversity,
     load_or_train_classifier,
-    point_decode,
     sample_quality,
     train_classifier,
 )

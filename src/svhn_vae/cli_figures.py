@@ -23,6 +23,7 @@ from svhn_vae import figures
 from svhn_vae.atomic import atomic_write, disk_errors
 from svhn_vae.checkpoint import CONFIG_FILE, TrainedModel, load_trained, read_metrics
 from svhn_vae.classification import can_classify
+from svhn_vae.config import AUTO_DECODE
 from svhn_vae.errors import UserError
 from svhn_vae.report import ReportFigure, config_docs, latest_training_samples, read_eval, render_report
 from svhn_vae.runlock import lock_if_run_folder
@@ -165,7 +166,9 @@ def _count(text: str) -> int:
 def _sample_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=_count, default=100, help="number of samples (ceil(sqrt(n)) per row)")
     p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T^2 I)")
-    p.add_argument("--mode", choices=figures.MODES, default="mean", help="show the mean of p(x|z), its most probable values, or a sample")
+    p.add_argument("--mode", choices=figures.MODES, default=AUTO_DECODE,
+                   help="show the mean of p(x|z), its most probable values, or a sample; auto: the mode for the "
+                        "discrete likelihoods, the mean for the others")
 
 
 def _analogy_options(p: argparse.ArgumentParser) -> None:
@@ -221,10 +224,11 @@ COMMANDS = (
                   _curves_options, _make_curves, uses_model=False),
     FigureCommand("sample", "samples.png", "Samples",
                   "Decodes of prior draws of z, N(0, T^2 I) or with a learned prior scale N(0, T^2 diag(s^2)) (a "
-                  "hierarchical model's lower layers drawn from their priors): the mean of p(x|z) (where pixels "
-                  "depend on the ones before them: each pixel's conditional mean in raster order; --mode mode shows "
-                  "the most probable values instead, --mode sample draws), mapped back to pixels (through the "
-                  "inverse PCA for PCA models) and clipped to [0, 1].",
+                  "hierarchical model's lower layers drawn from their priors), each shown as the mode of p(x|z) "
+                  "for the discrete likelihoods (each pixel's most probable value; where pixels depend on the "
+                  "ones before them, given those decoded before it in raster order) and as its mean for the "
+                  "others (--mode auto; --mode mean, mode or sample choose), mapped back to pixels (through "
+                  "the inverse PCA for PCA models) and clipped to [0, 1]. Every figure decodes z this way.",
                   _sample_options, _make_samples),
     FigureCommand("analogies", "analogies.png", "Posterior samples per digit",
                   "Row d: a test image of digit d, then decodes of samples from its posterior q(z|x).",

@@ -33,7 +33,7 @@ ARCHITECTURES = ("dense", "conv")
 PRIORS = ("standard", "learned-scale")
 AUTO_DECODE = "auto"
 DECODES = (AUTO_DECODE, "mean", "mode")
-"""How the sample quality decodes generated images from p(x|z) (see svhn_vae.quality.point_decode)."""
+"""How the sample quality decodes generated images from p(x|z) (see svhn_vae.figures.point_decode)."""
 EARLY_STOPPING = ("train", "val", "none")
 LR_SCHEDULES = ("constant", "cosine")
 COMPLEMENTS = ("diagonal", "isotropic")

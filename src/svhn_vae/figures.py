@@ -27,12 +27,13 @@ import torch
 from PIL import Image
 
 from svhn_vae.atomic import atomic_write
+from svhn_vae.config import AUTO_DECODE, DISCRETE_LIKELIHOODS
 from svhn_vae.errors import UserError
 from svhn_vae.models.m2 import has_label_latent
 from svhn_vae.models.vae import VAE, reparameterize
 from svhn_vae.representation import Representation
 
-MODES = ("mean", "mode", "sample")
+MODES = (AUTO_DECODE, "mean", "mode", "sample")
 METHODS = ("slerp", "linear")
 SEPARATOR = 255  # white lines between tiles: visible on MNIST's black and on most SVHN colours
 N_DIGITS = 10
@@ -102,16 +103,26 @@ def _device(model: VAE) -> torch.device:
     return next(model.parameters()).device
 
 
-def decode_images(model: VAE, representation: Representation, z: torch.Tensor, *, mode: str = "mean",
+def point_decode(likelihood: str, decode: str = AUTO_DECODE) -> str:
+    """The decode of ``decode`` for a model of ``likelihood``: 'auto' is the mode for the discrete
+    likelihoods (an 8-bit image the model gives its highest probability; their mean is a blend of
+    mixture components no image has) and the mean for the others."""
+    if decode != AUTO_DECODE:
+        return decode
+    return "mode" if likelihood in DISCRETE_LIKELIHOODS else "mean"
+
+
+def decode_images(model: VAE, representation: Representation, z: torch.Tensor, *, mode: str = AUTO_DECODE,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Float images (B, H, W, C) in [0, 1] for latents z (B, L).
 
     ``mode`` 'mean' shows the mean of p(x|z), 'mode' its most probable value (greedy for pixels that
-    depend on each other), 'sample' a draw from it; each is mapped back to
-    pixels through the inverse PCA (for PCA models) and clipped to [0, 1].
+    depend on each other), 'sample' a draw from it, 'auto' the one of :func:`point_decode`; each is
+    mapped back to pixels through the inverse PCA (for PCA models) and clipped to [0, 1].
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    mode = point_decode(model.cfg.likelihood, mode)
     with _evaluating(model):
         dist = model.decode(z)
         x = dist.sample(generator=generator) if mode == "sample" else getattr(dist, mode)()
@@ -169,9 +180,9 @@ def most_diverse(images: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def sample_grid(model: VAE, representation: Representation, *, n: int = 100, temperature: float = 1.0,
-                mode: str = "mean", generator: torch.Generator | None = None, scale: int = 2,
+                mode: str = AUTO_DECODE, generator: torch.Generator | None = None, scale: int = 2,
                 pad: int = 2) -> np.ndarray:
-    """Grid of ``n`` images decoded from z ~ N(0, temperature^2 I), ceil(sqrt(n)) per row.
+    """Grid of ``n`` images decoded (:func:`decode_images`) from prior draws of z, ceil(sqrt(n)) per row.
 
     Returns uint8 (H', W', C) with the size given by :func:`tile` (n = 100: a 10 x 10 grid).
     """

@@ -31,16 +31,16 @@ from tqdm.auto import tqdm
 
 from svhn_vae.atomic import atomic_write
 from svhn_vae.checkpoint import TrainedModel
-from svhn_vae.config import AUTO_DECODE, DISCRETE_LIKELIHOODS
+from svhn_vae.config import AUTO_DECODE
 from svhn_vae.data.paths import safe_file_name, user_cache_dir
 from svhn_vae.errors import UserError
-from svhn_vae.figures import decode_images
+from svhn_vae.figures import decode_images, point_decode
 from svhn_vae.models.m2 import has_label_latent
 
 __all__ = [
     "ClassifierSettings", "FeatureClassifier", "classifier_features", "default_classifier_path",
     "feature_stats", "frechet_distance", "generate_images", "label_diversity", "load_or_train_classifier",
-    "point_decode", "sample_quality", "train_classifier",
+    "sample_quality", "train_classifier",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,15 +263,6 @@ def label_diversity(probs: np.ndarray) -> dict[str, Any]:
 
 # --- sample quality of a trained VAE -------------------------------------------------------------
 
-def point_decode(likelihood: str, decode: str = AUTO_DECODE) -> str:
-    """The decode of ``decode`` for a model of ``likelihood``: 'auto' is the mode for the discrete
-    likelihoods (an 8-bit image the model gives its highest probability; their mean is a blend of
-    mixture components no image has) and the mean for the others."""
-    if decode != AUTO_DECODE:
-        return decode
-    return "mode" if likelihood in DISCRETE_LIKELIHOODS else "mean"
-
-
 @torch.no_grad()
 def generate_images(trained: TrainedModel, n: int, *, seed: int = 0, batch_size: int = 1000,
                     device: str | torch.device = "cpu", decode: str = "mean") -> np.ndarray:
@@ -332,7 +323,7 @@ def sample_quality(trained: TrainedModel, *, dataset: str, train_images: np.ndar
                    classifier: ClassifierSettings = ClassifierSettings(), decode: str = AUTO_DECODE,
                    progress: bool = False) -> dict[str, Any]:
     """Domain-specific FID of ``n_samples`` generated images against (up to n_samples) test images,
-    each decoded to p(x|z)'s mean or mode (``decode``; 'auto': :func:`point_decode`).
+    each decoded to p(x|z)'s mean or mode (``decode``; 'auto': :func:`svhn_vae.figures.point_decode`).
 
     Images are uint8 (N, H, W, C), labels 0..C-1. Returns a JSON-serialisable dict: ``fid_classifier``
     (squared feature units), ``fid_floor_train_vs_test`` (the same distance for as many training
