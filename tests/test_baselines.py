@@ -82,6 +82,11 @@ def test_complement_needs_positive_variance():
 def test_ppca_rejects_bad_component_counts(correlated):
     with pytest.raises(UserError, match="components"):
         ppca(fit_pca_all(correlated), 6)
+    few = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3)).astype(np.uint8)  # 5 images, 48 pixels
+    pca = fit_full_pca(few, seed=0)
+    assert len(ppca(pca, len(pca.components_)).variances) == len(pca.components_)
+    with pytest.raises(UserError, match="lower --ppca-components"):  # directions the images gave no variance
+        ppca(pca, len(pca.components_) + 1)
 
 
 def test_baseline_metrics_units_and_order():

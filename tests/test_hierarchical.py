@@ -49,10 +49,21 @@ def test_gaussian_kl_between_matches_torch_distributions():
     assert torch.allclose(gaussian_kl_between(mu_q, lv_q, mu_p, lv_p), expected, atol=1e-5)
 
 
-def trained_like_two_layer_model() -> HierarchicalVAE:
+SPATIAL_SHAPE = (8, 8, 1)
+
+
+def spatial_config(**changes) -> ModelConfig:
+    """Convolutional, lower layers of latent maps at the encoder's 4x4 feature map (8 -> 4 -> 2)."""
+    return model_config(architecture="conv", conv_channels=(4, 4), ladder_spatial=True, **changes)
+
+
+def trained_like_two_layer_model(spatial: bool = False) -> HierarchicalVAE:
     """Two lower layers whose priors and posteriors differ (random, not the zero-started posterior)."""
     torch.manual_seed(0)
-    model = HierarchicalVAE(model_config(hierarchy=(2, 2)), data_dim=16, image_shape=SHAPE).eval()
+    if spatial:
+        model = HierarchicalVAE(spatial_config(hierarchy=(1, 1)), data_dim=64, image_shape=SPATIAL_SHAPE).eval()
+    else:
+        model = HierarchicalVAE(model_config(hierarchy=(2, 2)), data_dim=16, image_shape=SHAPE).eval()
     with torch.no_grad():
         for layer in model.ladder:
             layer.posterior[-1].weight.normal_(0, 0.5)
@@ -61,10 +72,12 @@ def trained_like_two_layer_model() -> HierarchicalVAE:
     return model
 
 
-def test_the_layers_closed_form_kls_match_a_monte_carlo_estimate():
+@pytest.mark.parametrize("spatial", [False, True])
+def test_the_layers_closed_form_kls_match_a_monte_carlo_estimate(spatial):
     """E_q[sum_l KL(q(z_l|x, z_<l) || p(z_l|z_<l))] = E_q[log q(z|x) - log p(z)]: two estimates of
-    the same number from independent draws, within 5 standard errors."""
-    model, x, n = trained_like_two_layer_model(), pixels(3), 20_000
+    the same number from independent draws, within 5 standard errors (dense layers, or two 4x4 maps)."""
+    model, n = trained_like_two_layer_model(spatial), 20_000
+    x = torch.rand(3, 64, generator=torch.Generator().manual_seed(0)).mul(255).round() / 255 if spatial else pixels(3)
     with torch.no_grad():
         p = model._pass(x, samples=n, generator=torch.Generator().manual_seed(1))
         closed = p.kl_dims.sum(-1).view(n, 3)
@@ -144,3 +157,34 @@ def test_runs_saved_before_the_bound_load_unbounded_and_new_configs_bounded():
         model.ladder[0].prior.weight.mul_(1e3)
         unbounded = model._pass(pixels(4), at_mean=True).mu[:, 3:]
     assert float(unbounded.abs().max()) > 5.0  # 0 leaves the layer's outputs as they are
+
+
+def test_spatial_layers_are_maps_that_the_decoder_reads_where_they_lie():
+    """Two layers of 4x4 maps (1 and 2 latents per position) under 3 top latents: 3 + 16 + 32 latents.
+    A change of the lower latents at the top-left position moves the decoded image near the top-left
+    only: the decoder adds the maps into its 4x4 feature map, and its convolutions reach pixels 0 to 2."""
+    torch.manual_seed(0)
+    model = build_vae(spatial_config(hierarchy=(1, 2)), data_dim=64, image_shape=SPATIAL_SHAPE).eval()
+    assert isinstance(model, HierarchicalVAE) and model.latent_dim == 3 + 16 + 32
+    z = model.sample_latents(2, generator=torch.Generator().manual_seed(1))
+    moved = z.clone()
+    moved[:, [3, 3 + 16, 3 + 32]] += 3.0  # position (0, 0) of each map's channels
+    before, after = (model.decode(v).mean().view(2, 8, 8) for v in (z, moved))
+    changed = (before - after).abs() > 1e-6
+    assert changed[:, :2, :2].any() and not changed[:, 3:, :].any() and not changed[:, :, 3:].any()
+    x = torch.rand(4, 64)
+    features, feature_map = model.encoder.features_and_map(x)
+    assert torch.equal(features, model.encoder.features(x)) and feature_map.shape == (4, 4, 4, 4)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (4, 51)
+    w = model.log_weights(torch.rand(4, 64).mul(255).round() / 255, 8, generator=torch.Generator().manual_seed(0))
+    assert w.shape == (8, 4) and torch.isfinite(w).all()
+
+
+def test_spatial_layers_need_the_convolutional_architecture():
+    from svhn_vae.errors import UserError
+
+    with pytest.raises(UserError, match="model.ladder_spatial"):
+        model_config(hierarchy=(2,), ladder_spatial=True)  # dense
+    with pytest.raises(UserError, match="model.ladder_spatial"):
+        model_config(architecture="conv", conv_channels=(4, 4), ladder_spatial=True)  # no lower layer

@@ -135,7 +135,9 @@ def test_run_card_loads_with_one_call(tmp_path, data_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, extra", [("discrete", []), ("hierarchical", []),
                                            ("hierarchical", ["--likelihood", "bernoulli"]),
-                                           ("discrete", ["--coarse-size", "4", "--prior", "learned-scale"])])
+                                           ("discrete", ["--coarse-size", "4", "--prior", "learned-scale"]),
+                                           ("hierarchical", ["--architecture", "conv", "--conv-channels", "4,8",
+                                                             "--ladder-spatial"])])
 def test_new_model_families_train_evaluate_report_export_and_resume(tmp_path, data_dir, capsys, preset, extra):
     """Every tool works for the discrete and hierarchical families: training and its resume,
     evaluate (bounds, baselines, probe, sample quality), the report's figures and a run card."""

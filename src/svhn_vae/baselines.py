@@ -207,6 +207,9 @@ def ppca(pca: PCA, components: int) -> SubspaceGaussian:
     lam = _eigenvalues(pca)
     if not 0 < components < len(lam):
         raise UserError(f"probabilistic PCA needs 0 < components < {len(lam)}, got {components}")
+    if components > len(pca.components_):
+        raise UserError(f"probabilistic PCA keeps at most the {len(pca.components_)} fitted components here (there "
+                        f"are no more training images); got {components}: lower --ppca-components")
     return SubspaceGaussian(pca.mean_, pca.components_[:components], lam[:components],
                             float(lam[components:].mean()))
 

@@ -245,6 +245,13 @@ class ModelConfig:
     given the ones above (a hierarchical VAE); (): the single-layer VAE."""
     ladder_width: int = 256
     """Width of the dense blocks that give each lower layer its prior and posterior."""
+    ladder_spatial: bool = False
+    """Convolutional architecture: each lower layer is a map of ``hierarchy[i]`` latents per position,
+    at the size of the encoder's second-to-last convolution (8x8 on 32x32 images, 7x7 on 28x28),
+    its prior and posterior from 3x3 convolutions there, as wide as that feature map (the posterior
+    also reads it), added into the decoder's feature map of that size through a 1x1 convolution
+    (VDVAE's spatial latents); the decoder's dense layer reads the top latents only. False: dense
+    lower layers (``ladder_width``)."""
     ladder_bound: float = 5.0
     """How far a lower layer's prior means and log-variances, and its posterior's shifts of them, may
     go: softly, b * tanh(v / b) (NVAE's soft clamp). 0: unbounded, as runs saved before it existed."""
@@ -296,6 +303,9 @@ class ModelConfig:
               f"works with the likelihoods {CONTEXT_LIKELIHOODS}; set it to 0 for '{self.likelihood}'")
         check(self.ladder_width > 0, "model", "ladder_width", "must be positive")
         check(self.ladder_bound >= 0, "model", "ladder_bound", "must be >= 0 (0: unbounded)")
+        check(not self.ladder_spatial or (self.architecture == "conv" and self.hierarchy
+                                          and len(self.conv_channels) >= 2), "model", "ladder_spatial",
+              "spatial lower layers need --architecture conv, at least two --conv-channels and a --hierarchy")
         check(self.coarse_size >= 0, "model", "coarse_size", "must be >= 0")
         check(self.coarse_variance > 0, "model", "coarse_variance", "must be positive")
         check(self.coarse_size == 0 or (self.input == "pixels" and self.classes == 0), "model", "coarse_size",

@@ -234,12 +234,13 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[..., Any], *args: 
     return result
 
 
-def ppca_components(trained: TrainedModel, options: EvalOptions) -> int:
-    """K of the PPCA baseline: the flag, else the run's PCA components, else its latent size."""
+def ppca_components(trained: TrainedModel, options: EvalOptions, train_n: int) -> int:
+    """K of the PPCA baseline: the flag, else the run's PCA components, else its latent size, at most
+    the ``train_n`` - 1 directions that ``train_n`` training images give a variance."""
     if options.ppca_components:
         return options.ppca_components
     pca = trained.representation.pca
-    return pca.n_components_ if pca is not None else trained.model.latent_dim
+    return min(pca.n_components_ if pca is not None else trained.model.latent_dim, train_n - 1)
 
 
 def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndarray | None = None,
@@ -267,7 +268,7 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
     out["baselines"] = None
     if options.baselines and train_images is not None and out["data"] != "binarized":
         out["baselines"] = _timed(timings, "baselines", baseline_metrics, train_images=train_images,
-                                  test_images=images, components=ppca_components(trained, options),
+                                  test_images=images, components=ppca_components(trained, options, len(train_images)),
                                   seed=options.seed, progress=progress)
         out["bpd_gain_over_ppca"] = out["baselines"]["ppca_bpd"] - out["bpd_iwae"]
         out["bpd_gain_over_best_baseline"] = out["baselines"]["best_bpd"] - out["bpd_iwae"]

@@ -94,7 +94,7 @@ class DenseDecoder(nn.Module):
 
 # --- convolutional variant for pixel inputs ------------------------------------------------------
 
-def _conv_sizes(size: int, n: int) -> list[int]:
+def conv_sizes(size: int, n: int) -> list[int]:
     """Spatial sizes after each stride-2, kernel-3, padding-1 convolution: 28 -> 14 -> 7 -> 4."""
     sizes = [size]
     for _ in range(n):
@@ -142,7 +142,7 @@ def conv_stack(image_shape: tuple[int, int, int], channels: tuple[int, ...], res
         layers += [nn.Conv2d(ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU()]
         layers += [ResidualBlock(out_ch) for _ in range(residual_blocks)]
         ch = out_ch
-    side = _conv_sizes(image_shape[0], len(channels))[-1]
+    side = conv_sizes(image_shape[0], len(channels))[-1]
     return nn.Sequential(*layers, nn.Flatten()), ch * side * side
 
 
@@ -156,10 +156,20 @@ class ConvEncoder(nn.Module):
         self.convs, self.feature_dim = conv_stack(image_shape, cfg.conv_channels, cfg.residual_blocks)
         self.mu = nn.Linear(self.feature_dim, cfg.latent_dim)
         self.logvar = nn.Linear(self.feature_dim, cfg.latent_dim)
+        # where the second-to-last convolution's block ends: its feature map feeds spatial latents
+        self.map_end = (len(cfg.conv_channels) - 1) * (3 + cfg.residual_blocks)
+        side = conv_sizes(image_shape[0], len(cfg.conv_channels))[-2]
+        self.map_shape = (cfg.conv_channels[-2] if len(cfg.conv_channels) > 1 else image_shape[2], side, side)
+        """(C', H', W') of that feature map."""
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H * W * C) -> (B, feature_dim) the flattened features of the last convolution."""
         return self.convs(self.to_images(x))
+
+    def features_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`features` and the feature map (B, C', H', W') of the second-to-last convolution."""
+        feature_map = self.convs[:self.map_end](self.to_images(x))
+        return self.convs[self.map_end:](feature_map), feature_map
 
     def posterior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu(h), self.logvar(h)
@@ -175,7 +185,7 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        sizes = _conv_sizes(image_shape[0], len(cfg.conv_channels))
+        sizes = conv_sizes(image_shape[0], len(cfg.conv_channels))
         chans = list(reversed(cfg.conv_channels))
         self.start = (chans[0], sizes[-1])
         self.fc = nn.Sequential(nn.Linear(cfg.latent_dim, chans[0] * sizes[-1] ** 2), nn.ReLU())
@@ -187,6 +197,10 @@ class ConvDecoder(nn.Module):
                        nn.BatchNorm2d(out_ch), nn.ReLU()]
             layers += [ResidualBlock(out_ch) for _ in range(cfg.residual_blocks)]
         self.deconvs = nn.Sequential(*layers)
+        # spatial latents (ModelConfig.ladder_spatial) join after the first block, at the size of the
+        # encoder's second-to-last feature map, through a 1x1 convolution
+        self.inject_at = 3 + cfg.residual_blocks
+        self.inject = nn.Conv2d(sum(cfg.hierarchy), chans[1], 1) if cfg.ladder_spatial else None
         data_dim = image_shape[0] * image_shape[1] * image_shape[2]
 
         def output_layer(n: int) -> nn.Module:  # n outputs: n / (H W) channels per pixel
@@ -195,12 +209,16 @@ class ConvDecoder(nn.Module):
         self.head = make_head(cfg, data_dim=data_dim, image_shape=image_shape, output_layer=output_layer,
                               var_net=lambda: output_layer(data_dim))
 
-    def forward(self, z: torch.Tensor):
+    def forward(self, z: torch.Tensor, spatial: torch.Tensor | None = None):
+        """The distribution for latents z (B, latent_dim) and, with spatial latents, their maps (B, C, H', W')."""
         ch, side = self.start
         # channels_last, as the encoder's images already are (pixel rows are H, W, C): 1.14x a
         # training step of `discrete --architecture conv` on a CPU (bench/train_throughput.py)
         maps = self.fc(z).view(-1, ch, side, side).contiguous(memory_format=torch.channels_last)
-        return self.head(self.deconvs(maps))
+        if self.inject is None:
+            return self.head(self.deconvs(maps))
+        maps = self.deconvs[:self.inject_at](maps) + self.inject(spatial.to(maps.dtype))
+        return self.head(self.deconvs[self.inject_at:](maps))
 
 
 def build_encoder(cfg: ModelConfig, *, data_dim: int, image_shape: tuple[int, int, int]) -> nn.Module:

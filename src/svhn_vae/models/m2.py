@@ -55,7 +55,7 @@ class M2(VAE):
         self.classifier = nn.Sequential(*convs, trunk, nn.Linear(width, cfg.classes))  # q(y|x)
 
     @staticmethod
-    def decoded_latents(cfg: ModelConfig) -> int:
+    def decoded_latents(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> int:
         """[z, onehot(y)]: the decoder reads both."""
         return cfg.latent_dim + cfg.classes
 

@@ -114,19 +114,25 @@ class VAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.data_dim = data_dim
-        self.latent_dim = self.decoded_latents(cfg)
+        self.latent_dim = self.decoded_latents(cfg, image_shape)
         self.encoder = build_encoder(cfg, data_dim=self.encoded_inputs(cfg, data_dim), image_shape=image_shape)
-        self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.latent_dim), data_dim=data_dim,
-                                     image_shape=image_shape)
+        self.decoder = build_decoder(dataclasses.replace(cfg, latent_dim=self.vector_latents(cfg, image_shape)),
+                                     data_dim=data_dim, image_shape=image_shape)
         self.coarse = (CoarseView(latent_dim=self.latent_dim, image_shape=image_shape, size=cfg.coarse_size,
                                   variance=cfg.coarse_variance) if cfg.coarse_size else None)
         # log-variances of p(z) of the (top) latents, or None for N(0, I)
         self.prior_logvar = nn.Parameter(torch.zeros(cfg.latent_dim)) if cfg.prior == "learned-scale" else None
 
     @staticmethod
-    def decoded_latents(cfg: ModelConfig) -> int:
+    def decoded_latents(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> int:
         """L, the latents the decoder reads (a family with more than the top layer overrides this)."""
         return cfg.latent_dim
+
+    @classmethod
+    def vector_latents(cls, cfg: ModelConfig, image_shape: tuple[int, int, int]) -> int:
+        """The latents the decoder's dense layer reads: all of them (a family whose decoder takes some
+        as feature maps overrides this)."""
+        return cls.decoded_latents(cfg, image_shape)
 
     @staticmethod
     def encoded_inputs(cfg: ModelConfig, data_dim: int) -> int:
@@ -142,8 +148,12 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor):
         """The output distribution p(x|z) for z (..., L): one per row, with z's leading shape."""
         if z.dim() == 2:
-            return self.decoder(z)
-        return self.decoder(z.flatten(0, -2)).unflatten(z.shape[:-1])
+            return self.decoder(*self.decoder_inputs(z))
+        return self.decoder(*self.decoder_inputs(z.flatten(0, -2))).unflatten(z.shape[:-1])
+
+    def decoder_inputs(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the decoder reads for latent rows z (N, L): z itself (a family with latent maps overrides this)."""
+        return (z,)
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
