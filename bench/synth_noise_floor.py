@@ -126,11 +126,12 @@ def chunk_figures(draws: ChunkDraws, redraws: int, generator: torch.Generator) -
     coefs, after, before, recovered = [], [], [], []
     for _ in range(redraws):
         again = redraw(draws, generator)
-        stored = coefficients(noisy(again), draws.quality)
+        before_jpeg = noisy(again)
+        stored = coefficients(before_jpeg, draws.quality)
         image = again.render()
         coefs.append(stored.to(torch.int32).numpy())
         after.append(image)
-        before.append((noisy(again) * 255).round().to(torch.uint8).numpy())
+        before.append((before_jpeg * 255).round().to(torch.uint8).numpy())
         decoded = torch.from_numpy(image).permute(0, 3, 1, 2).float() / 255
         recovered.append(float((coefficients(decoded, draws.quality) == stored).double().mean()))
     n = len(draws.quality)
@@ -150,7 +151,8 @@ def main() -> None:
                              torch.Generator().manual_seed(index)) for index in range(args.chunks)]
     joined = {key: np.concatenate([f[key] for f in figures]) for key in figures[0]}
     lower = np.maximum(joined["closed_form"] - tc, 0.0)  # an entropy is never negative
-    result = {"floor_lower_bpd": float(lower.mean() / DIMS), "floor_upper_bpd": float(joined["closed_form"].mean() / DIMS),
+    result = {"floor_lower_bpd": float(lower.mean() / DIMS),
+              "floor_upper_bpd": float(joined["closed_form"].mean() / DIMS),
               "coefficient_sum_redrawn_bpd": float(joined["coefficients"].mean() / DIMS),
               "subpixel_sum_bpd": float(joined["after"].mean() / DIMS),
               "before_jpeg_bpd": float(joined["before"].mean() / DIMS), "total_correlation_bits": round(tc, 2),

@@ -267,8 +267,9 @@ def evaluate(trained: TrainedModel, *, images: np.ndarray, train_images: np.ndar
     out["reconstruction"] = _timed(timings, "reconstruction", reconstruction_metrics, trained, images, device=device)
     out["baselines"] = None
     if options.baselines and train_images is not None and out["data"] != "binarized":
+        components = ppca_components(trained, options, len(train_images))
         out["baselines"] = _timed(timings, "baselines", baseline_metrics, train_images=train_images,
-                                  test_images=images, components=ppca_components(trained, options, len(train_images)),
+                                  test_images=images, components=components,
                                   seed=options.seed, progress=progress)
         out["bpd_gain_over_ppca"] = out["baselines"]["ppca_bpd"] - out["bpd_iwae"]
         out["bpd_gain_over_best_baseline"] = out["baselines"]["best_bpd"] - out["bpd_iwae"]

@@ -396,7 +396,8 @@ def _fid(m: Json, config: Json | None) -> list[Reading]:
     n = _number(q, "n_samples")
     ratio = f" This run's is {fid / floor:.3g} times the floor." if floor else ""
     decode = f" (each p(x|z)'s {q['decode']})" if q.get("decode") else ""
-    meaning = (f"Fréchet distance between classifier features of {f'{n:.0f} ' if n else ''}generated samples{decode} and "
+    count = f"{n:.0f} " if n else ""
+    meaning = (f"Fréchet distance between classifier features of {count}generated samples{decode} and "
                "of test images (a domain-specific FID, in squared feature units): how far the samples' feature "
                "statistics are from real images'; lower is better. Its floor, the same distance between training "
                f"and test images, is what real data reaches.{ratio}")

@@ -74,7 +74,7 @@ def quantisation_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """(n, 8, 8) luma and chroma quantisation steps for ``quality`` (n,) in 1..100: the standard tables
     scaled by the IJG quality formula."""
     scale = torch.where(quality < 50, 5000 / quality, 200 - 2 * quality)[:, None, None] / 100
-    return (torch.floor(_LUMA_TABLE * scale + 0.5)).clamp(1, 255), (torch.floor(_CHROMA_TABLE * scale + 0.5)).clamp(1, 255)
+    return tuple(torch.floor(table * scale + 0.5).clamp(1, 255) for table in (_LUMA_TABLE, _CHROMA_TABLE))
 
 
 def jpeg_coefficients(images: torch.Tensor, quality: torch.Tensor, *, rounded: bool = True
@@ -100,5 +100,6 @@ def jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     luma, chroma = jpeg_coefficients(images, quality)
     _, up = _chroma_resampling()
     cb, cr = (_planes(chroma[:, c], chroma_q, 16) for c in (0, 1))
-    ycc = torch.cat([_planes(luma, luma_q, 32)[:, None], up @ torch.stack([cb, cr], 1) @ up.T], 1)  # chroma back to 32x32
+    chroma = up @ torch.stack([cb, cr], 1) @ up.T  # back to (n, 2, 32, 32)
+    ycc = torch.cat([_planes(luma, luma_q, 32)[:, None], chroma], 1)
     return _colour_transform(ycc, _YCC_TO_RGB / 255, _YCC_TO_RGB[:, 0] * 128 / 255)

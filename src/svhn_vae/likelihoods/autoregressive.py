@@ -79,7 +79,8 @@ class Autoregressive:
         head, (_, w, c) = self.head, self.head.image_shape
         params = head.params(self.base[..., i, :], head.context_at(image, i // w, i % w))  # (..., K)
         pixel = self.template.with_pixel_params(params.unsqueeze(-2))
-        image[..., i * c:(i + 1) * c] = pixel.sample(generator=generator) if pick == "sample" else getattr(pixel, pick)()
+        decoded = pixel.sample(generator=generator) if pick == "sample" else getattr(pixel, pick)()
+        image[..., i * c:(i + 1) * c] = decoded
 
     def mean(self) -> torch.Tensor:
         """(..., P C) pixels in [0, 1], each the mean of its conditional given the means decoded before

@@ -16,12 +16,11 @@ are of p(x) alone, and this head is not used for them.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svhn_vae.likelihoods import Gaussian
 from svhn_vae.networks import ToNCHW
 
 VARIANCE_FLOOR = 1.0 / (12 * 255**2)
@@ -58,6 +57,4 @@ class CoarseView(nn.Module):
 
     def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B,) log-density in nats of x's (B, H W C) coarse view given latents z (B, L)."""
-        mean = self.head(z).float()
-        return -0.5 * ((self.target(x) - mean).pow(2) * torch.exp(-self.log_var) + self.log_var
-                       + math.log(2 * math.pi)).sum(-1)
+        return Gaussian(self.head(z), log_var=self.log_var).log_prob(self.target(x))

@@ -158,7 +158,8 @@ class VAE(nn.Module):
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, unit_variance: torch.Tensor | None = None) -> None:
         """Start the decoder's output at the data: its mean and per-dimension variance over inputs x (N, D)
-        (and fix a coarse view's variances from them); ``unit_variance`` (D,): the pixel-space variance of one unit of each input (default 1)."""
+        (and fix a coarse view's variances from them); ``unit_variance`` (D,): the pixel-space variance
+        of one unit of each input (default 1)."""
         if self.coarse is not None:
             self.coarse.init_from_data(x)
         x = x.double()
